@@ -1,0 +1,7 @@
+"""Lambda entry point of the gateway function: Mangum over the buffered public routes."""
+
+from mangum import Mangum
+
+from tollgate.api.apps import gateway_app
+
+handler = Mangum(gateway_app(), lifespan="off")

@@ -1,0 +1,1 @@
+"""The admin plane: providers, model routes, tenants, keys and usage."""

@@ -1,0 +1,217 @@
+"""Admin operations. The routes in ``tollgate.api.admin`` stay thin and call these."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tollgate.admin.schemas import (
+    MODEL_PATTERN,
+    IssuedKeyOut,
+    KeyIn,
+    KeyOut,
+    ProviderIn,
+    ProviderOut,
+    RouteIn,
+    RouteOut,
+    TenantIn,
+    TenantOut,
+)
+from tollgate.errors import InvalidRequestError, NotFoundError
+from tollgate.keys import hash_secret, new_key
+from tollgate.providers.http import check_upstream_url
+from tollgate.providers.presets import PRESETS, Family
+from tollgate.store.records import KeyRecord, ProviderRecord, RouteRecord, TenantRecord, UsageRecord
+from tollgate.store.secrets import mask
+
+if TYPE_CHECKING:
+    from tollgate.container import Services
+
+
+def provider_out(record: ProviderRecord) -> ProviderOut:
+    return ProviderOut(
+        name=record.name,
+        type=record.type,
+        base_url=record.base_url,
+        region=record.region,
+        enabled=record.enabled,
+        has_api_key=record.secret_id is not None,
+        api_key_hint=record.api_key_hint,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def route_out(record: RouteRecord) -> RouteOut:
+    return RouteOut(**record.model_dump())
+
+
+def tenant_out(record: TenantRecord) -> TenantOut:
+    return TenantOut(**record.model_dump())
+
+
+def key_out(record: KeyRecord) -> KeyOut:
+    return KeyOut(**record.model_dump(exclude={"secret_hash"}))
+
+
+class AdminService:
+    """Blocking (boto3) operations: the admin app runs them in FastAPI's thread pool."""
+
+    def __init__(self, services: Services, *, clock: Callable[[], float] = time.time) -> None:
+        self._services = services
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- providers -----------------------------------------------------------------------------
+
+    def put_provider(self, name: str, body: ProviderIn) -> ProviderOut:
+        catalog, settings = self._services.catalog, self._services.settings
+        preset = PRESETS[body.type]
+        existing = catalog.get_provider(name)
+        if body.base_url is not None:
+            check_upstream_url(
+                body.base_url,
+                allow_loopback=settings.allow_loopback_upstreams,
+                allow_private=settings.allow_private_upstreams,
+            )
+        elif preset.family is not Family.FAKE and preset.base_url is None:
+            raise InvalidRequestError(f"Provider type '{body.type}' needs a base_url.", param="base_url")
+        secret_id = existing.secret_id if existing else None
+        hint = existing.api_key_hint if existing else None
+        if body.api_key is not None:
+            plain = body.api_key.get_secret_value()
+            secret_id = self._services.secrets.put_provider_key(name, plain)
+            hint = mask(plain)
+        if preset.needs_key and secret_id is None:
+            raise InvalidRequestError(f"Provider type '{body.type}' needs an api_key.", param="api_key")
+        now = self._now()
+        record = ProviderRecord(
+            name=name,
+            type=body.type,
+            base_url=body.base_url,
+            region=body.region,
+            enabled=body.enabled,
+            secret_id=secret_id,
+            api_key_hint=hint,
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+        )
+        catalog.put_provider(record)
+        self._services.registry.forget()
+        return provider_out(record)
+
+    def get_provider(self, name: str) -> ProviderOut:
+        record = self._services.catalog.get_provider(name)
+        if record is None:
+            raise NotFoundError(f"No provider '{name}'.")
+        return provider_out(record)
+
+    def list_providers(self) -> list[ProviderOut]:
+        return [provider_out(record) for record in self._services.catalog.list_providers()]
+
+    # -- model routes --------------------------------------------------------------------------
+
+    def put_route(self, model: str, body: RouteIn) -> RouteOut:
+        if not MODEL_PATTERN.fullmatch(model):
+            raise InvalidRequestError("The model name has characters that are not allowed.", param="model")
+        catalog = self._services.catalog
+        if catalog.get_provider(body.provider) is None and body.provider != "fake":
+            raise InvalidRequestError(f"No provider '{body.provider}'. Create it first.", param="provider")
+        existing = catalog.get_route(model)
+        now = self._now()
+        record = RouteRecord(
+            model=model,
+            provider=body.provider,
+            upstream_model=body.upstream_model,
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+        )
+        catalog.put_route(record)
+        self._services.registry.forget()
+        return route_out(record)
+
+    def get_route(self, model: str) -> RouteOut:
+        record = self._services.catalog.get_route(model)
+        if record is None:
+            raise NotFoundError(f"No model route '{model}'.")
+        return route_out(record)
+
+    def list_routes(self) -> list[RouteOut]:
+        return [route_out(record) for record in self._services.catalog.list_routes()]
+
+    def delete_route(self, model: str) -> None:
+        self._services.catalog.delete_route(model)
+        self._services.registry.forget()
+
+    # -- tenants -------------------------------------------------------------------------------
+
+    def create_tenant(self, body: TenantIn) -> TenantOut:
+        record = TenantRecord(id=body.id or f"t_{secrets.token_hex(8)}", name=body.name, created_at=self._now())
+        self._services.catalog.create_tenant(record)
+        return tenant_out(record)
+
+    def get_tenant(self, tenant_id: str) -> TenantOut:
+        record = self._services.catalog.get_tenant(tenant_id)
+        if record is None:
+            raise NotFoundError(f"No tenant '{tenant_id}'.")
+        return tenant_out(record)
+
+    def list_tenants(self, *, limit: int, cursor: str | None) -> tuple[list[TenantOut], str | None]:
+        records, next_cursor = self._services.catalog.list_tenants(limit=limit, after=cursor)
+        return [tenant_out(record) for record in records], next_cursor
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def issue_key(self, body: KeyIn) -> IssuedKeyOut:
+        self.get_tenant(body.tenant_id)
+        now = self._now()
+        if body.expires_at is not None and body.expires_at <= now:
+            raise InvalidRequestError("expires_at must be in the future.", param="expires_at")
+        issued = new_key()
+        record = KeyRecord(
+            id=issued.key_id,
+            tenant_id=body.tenant_id,
+            name=body.name,
+            secret_hash=hash_secret(self._services.secrets.pepper(), issued.key_id, issued.secret),
+            allowed_models=body.allowed_models,
+            created_at=now,
+            expires_at=body.expires_at,
+        )
+        self._services.catalog.create_key(record)
+        return IssuedKeyOut(**key_out(record).model_dump(), key=issued.token)
+
+    def list_keys(self, tenant_id: str, *, limit: int, cursor: str | None) -> tuple[list[KeyOut], str | None]:
+        self.get_tenant(tenant_id)
+        records, next_cursor = self._services.catalog.list_keys(tenant_id, limit=limit, after=cursor)
+        return [key_out(record) for record in records], next_cursor
+
+    def get_key(self, key_id: str) -> KeyOut:
+        record = self._services.catalog.get_key(key_id)
+        if record is None:
+            raise NotFoundError(f"No key '{key_id}'.")
+        return key_out(record)
+
+    def revoke_key(self, key_id: str) -> KeyOut:
+        record = self._services.catalog.revoke_key(key_id, self._now())
+        self._services.keys.forget(key_id)
+        return key_out(record)
+
+    # -- usage ---------------------------------------------------------------------------------
+
+    def usage(
+        self,
+        *,
+        since_ms: int,
+        until_ms: int,
+        tenant_id: str | None,
+        key_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[UsageRecord], str | None]:
+        return self._services.usage_log.query(
+            since_ms=since_ms, until_ms=until_ms, tenant_id=tenant_id, key_id=key_id, limit=limit, cursor=cursor
+        )

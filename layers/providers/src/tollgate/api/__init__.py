@@ -1,0 +1,1 @@
+"""The FastAPI apps: routers per resource, auth as dependencies, errors rendered in one place."""

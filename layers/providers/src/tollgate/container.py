@@ -1,0 +1,124 @@
+"""The services one process shares, built once from ``Settings`` on first use (never at import).
+
+This is the composition root: the only place that creates AWS clients and wires stores into
+services. Handlers and routes receive a ``Services`` object and never build anything themselves.
+"""
+
+from __future__ import annotations
+
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from tollgate.settings import Settings
+
+if TYPE_CHECKING:
+    from tollgate.admin.service import AdminService
+    from tollgate.chat import ChatService
+    from tollgate.keys import KeyAuthenticator
+    from tollgate.providers.registry import ProviderRegistry
+    from tollgate.store.catalog import DynamoCatalog
+    from tollgate.store.secrets import SecretStore
+    from tollgate.store.usage import DynamoUsageLog
+
+
+def aws_client(service: str) -> Any:
+    """A low-level boto3 client with short timeouts and standard retries.
+
+    Endpoints come from the environment (``AWS_ENDPOINT_URL`` in local mode), so there is no
+    "if local" branch anywhere.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=2,
+        read_timeout=5,
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=64,
+    )
+    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        return aws_client("dynamodb")
+
+    @cached_property
+    def catalog(self) -> DynamoCatalog:
+        from tollgate.store.catalog import DynamoCatalog
+
+        return DynamoCatalog(self.dynamodb, self.settings.catalog_table)
+
+    @cached_property
+    def usage_log(self) -> DynamoUsageLog:
+        from tollgate.store.usage import DynamoUsageLog
+
+        return DynamoUsageLog(
+            self.dynamodb, self.settings.usage_table, retention_days=self.settings.usage_retention_days
+        )
+
+    @cached_property
+    def secrets(self) -> SecretStore:
+        from tollgate.store.secrets import SecretStore
+
+        return SecretStore(
+            aws_client("secretsmanager"),
+            pepper_secret=self.settings.pepper_secret,
+            admin_key_secret=self.settings.admin_key_secret,
+            provider_prefix=self.settings.provider_secret_prefix,
+            kms_key_id=self.settings.kms_key_id,
+            max_age=self.settings.cache_ttl_seconds,
+        )
+
+    @cached_property
+    def http(self) -> Any:
+        from tollgate.providers.http import HttpClient
+
+        return HttpClient(
+            allow_loopback=self.settings.allow_loopback_upstreams,
+            allow_private=self.settings.allow_private_upstreams,
+            connect_timeout=self.settings.upstream_connect_timeout_seconds,
+            read_timeout=self.settings.upstream_read_timeout_seconds,
+        )
+
+    @cached_property
+    def keys(self) -> KeyAuthenticator:
+        from tollgate.keys import KeyAuthenticator
+
+        return KeyAuthenticator(self.catalog, self.secrets, cache_ttl=self.settings.cache_ttl_seconds)
+
+    @cached_property
+    def registry(self) -> ProviderRegistry:
+        from tollgate.providers.registry import ProviderRegistry
+
+        return ProviderRegistry(
+            self.catalog,
+            self.secrets,
+            self.http,
+            cache_ttl=self.settings.cache_ttl_seconds,
+            fake_enabled=self.settings.enable_fake_provider,
+        )
+
+    @cached_property
+    def chat(self) -> ChatService:
+        from tollgate.chat import ChatService
+
+        return ChatService(self.registry, self.usage_log)
+
+    @cached_property
+    def admin(self) -> AdminService:
+        from tollgate.admin.service import AdminService
+
+        return AdminService(self)
+
+    async def aclose(self) -> None:
+        if "http" in self.__dict__:
+            await self.http.close()
+
+

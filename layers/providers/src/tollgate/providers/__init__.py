@@ -1,0 +1,1 @@
+"""Provider adapters and the registry that resolves a model name to one of them."""

@@ -1,0 +1,1 @@
+"""Wire schemas: what crosses Tollgate's public and admin APIs."""

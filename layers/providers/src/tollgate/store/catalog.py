@@ -1,0 +1,161 @@
+"""The catalog table: providers, model routes, tenants and hub keys (see ``store.schema``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tollgate.errors import ConflictError, NotFoundError
+from tollgate.store.dynamo import from_item, to_item
+from tollgate.store.records import KeyRecord, ProviderRecord, Record, RouteRecord, TenantRecord
+from tollgate.store.schema import CATALOG
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+R = TypeVar("R", bound=Record)
+
+_META = "META"
+_GSI = CATALOG.indexes[0].name
+
+
+def _provider_keys(name: str) -> dict[str, str]:
+    return {"pk": f"PROVIDER#{name}", "sk": _META, "gsi1pk": "PROVIDER", "gsi1sk": name}
+
+
+def _route_keys(model: str) -> dict[str, str]:
+    return {"pk": f"MODEL#{model}", "sk": _META, "gsi1pk": "MODEL", "gsi1sk": model}
+
+
+def _tenant_keys(tenant_id: str) -> dict[str, str]:
+    return {"pk": f"TENANT#{tenant_id}", "sk": _META, "gsi1pk": "TENANT", "gsi1sk": tenant_id}
+
+
+def _key_keys(key_id: str, tenant_id: str) -> dict[str, str]:
+    return {"pk": f"KEY#{key_id}", "sk": _META, "gsi1pk": f"TENANT#{tenant_id}#KEY", "gsi1sk": key_id}
+
+
+_KEY_ATTRIBUTES = ("pk", "sk", "gsi1pk", "gsi1sk")
+
+
+class DynamoCatalog:
+    """Reads and writes catalog items. Blocking (boto3): call it off the event loop."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    # -- generic helpers ---------------------------------------------------------------------
+
+    def _get(self, pk: str, model: type[R]) -> R | None:
+        response = self._client.get_item(TableName=self._table, Key={"pk": {"S": pk}, "sk": {"S": _META}})
+        item = response.get("Item")
+        return model.model_validate(from_item(item)) if item else None
+
+    def _put(self, keys: dict[str, str], record: Record, *, must_not_exist: bool = False) -> None:
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": to_item({**record.model_dump(), **keys}),
+        }
+        if must_not_exist:
+            arguments["ConditionExpression"] = "attribute_not_exists(pk)"
+        try:
+            self._client.put_item(**arguments)
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            raise ConflictError(f"'{keys['gsi1sk']}' already exists") from error
+
+    def _list(
+        self, partition: str, model: type[R], *, limit: int = 100, after: str | None = None
+    ) -> tuple[list[R], str | None]:
+        """One page of the items under a gsi1 partition, in sort-key order, and the next cursor."""
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": _GSI,
+            "KeyConditionExpression": "gsi1pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": partition}},
+            "Limit": limit,
+        }
+        if after is not None:
+            arguments["KeyConditionExpression"] += " AND gsi1sk > :after"
+            arguments["ExpressionAttributeValues"][":after"] = {"S": after}
+        response = self._client.query(**arguments)
+        records = [model.model_validate(from_item(item)) for item in response.get("Items", [])]
+        cursor = response["LastEvaluatedKey"]["gsi1sk"]["S"] if "LastEvaluatedKey" in response else None
+        return records, cursor
+
+    def _all(self, partition: str, model: type[R]) -> Iterator[R]:
+        cursor: str | None = None
+        while True:
+            page, cursor = self._list(partition, model, limit=500, after=cursor)
+            yield from page
+            if cursor is None:
+                return
+
+    # -- providers ---------------------------------------------------------------------------
+
+    def get_provider(self, name: str) -> ProviderRecord | None:
+        return self._get(f"PROVIDER#{name}", ProviderRecord)
+
+    def put_provider(self, record: ProviderRecord) -> None:
+        self._put(_provider_keys(record.name), record)
+
+    def list_providers(self) -> list[ProviderRecord]:
+        return list(self._all("PROVIDER", ProviderRecord))
+
+    # -- model routes ------------------------------------------------------------------------
+
+    def get_route(self, model: str) -> RouteRecord | None:
+        return self._get(f"MODEL#{model}", RouteRecord)
+
+    def put_route(self, record: RouteRecord) -> None:
+        self._put(_route_keys(record.model), record)
+
+    def delete_route(self, model: str) -> None:
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"MODEL#{model}"}, "sk": {"S": _META}},
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            raise NotFoundError(f"No model route '{model}'.") from error
+
+    def list_routes(self) -> list[RouteRecord]:
+        return list(self._all("MODEL", RouteRecord))
+
+    # -- tenants -----------------------------------------------------------------------------
+
+    def create_tenant(self, record: TenantRecord) -> None:
+        self._put(_tenant_keys(record.id), record, must_not_exist=True)
+
+    def get_tenant(self, tenant_id: str) -> TenantRecord | None:
+        return self._get(f"TENANT#{tenant_id}", TenantRecord)
+
+    def list_tenants(self, *, limit: int, after: str | None) -> tuple[list[TenantRecord], str | None]:
+        return self._list("TENANT", TenantRecord, limit=limit, after=after)
+
+    # -- hub keys ----------------------------------------------------------------------------
+
+    def create_key(self, record: KeyRecord) -> None:
+        self._put(_key_keys(record.id, record.tenant_id), record, must_not_exist=True)
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        return self._get(f"KEY#{key_id}", KeyRecord)
+
+    def list_keys(self, tenant_id: str, *, limit: int, after: str | None) -> tuple[list[KeyRecord], str | None]:
+        return self._list(f"TENANT#{tenant_id}#KEY", KeyRecord, limit=limit, after=after)
+
+    def revoke_key(self, key_id: str, revoked_at: int) -> KeyRecord:
+        """Marks a key revoked (idempotent: a second revoke keeps the first time)."""
+        try:
+            response = self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"KEY#{key_id}"}, "sk": {"S": _META}},
+                UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :now)",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":now": {"N": str(revoked_at)}},
+                ReturnValues="ALL_NEW",
+            )
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            raise NotFoundError(f"No key '{key_id}'.") from error
+        return KeyRecord.model_validate(from_item(response["Attributes"]))

@@ -1,0 +1,142 @@
+"""The usage table: one immutable record per request (see ``store.schema``)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tollgate.errors import InvalidRequestError
+from tollgate.store.dynamo import from_item, to_item
+from tollgate.store.records import UsageRecord
+from tollgate.store.schema import USAGE
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_BY_KEY, _BY_DAY = (index.name for index in USAGE.indexes)
+#: The widest window a query without a tenant or key may span (one by_day partition a day).
+MAX_UNSCOPED_DAYS = 31
+
+
+def _iso_ms(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def sort_key(record: UsageRecord) -> str:
+    return f"{_iso_ms(record.created_at_ms)}#{record.request_id}"
+
+
+def _encode_cursor(state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        state = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidRequestError("The cursor is not valid.", param="cursor") from error
+    if not isinstance(state, dict) or not isinstance(state.get("lek"), dict):
+        raise InvalidRequestError("The cursor is not valid.", param="cursor")
+    return state
+
+
+class DynamoUsageLog:
+    """Writes and queries usage records. Blocking (boto3): call it off the event loop."""
+
+    def __init__(self, client: DynamoDBClient, table: str, *, retention_days: int) -> None:
+        self._client = client
+        self._table = table
+        self._retention_seconds = retention_days * 86_400
+
+    def put(self, record: UsageRecord) -> None:
+        sk = sort_key(record)
+        item = to_item(
+            {
+                **record.model_dump(),
+                "pk": f"TENANT#{record.tenant_id}",
+                "sk": sk,
+                "day": sk[:10],
+                "expires_at": record.created_at_ms // 1000 + self._retention_seconds,
+            }
+        )
+        # Keyed by request id: a retried write of the same record is a no-op, never a second record.
+        try:
+            self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except self._client.exceptions.ConditionalCheckFailedException:
+            pass
+
+    def query(
+        self,
+        *,
+        since_ms: int,
+        until_ms: int,
+        tenant_id: str | None = None,
+        key_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[UsageRecord], str | None]:
+        """One page of records in ``[since, until)``, newest first, and the cursor of the next page."""
+        if since_ms >= until_ms:
+            raise InvalidRequestError("'since' must be before 'until'.", param="since")
+        low, high = f"{_iso_ms(since_ms)}#", f"{_iso_ms(until_ms)}#"
+        state = _decode_cursor(cursor) if cursor else {}
+        base: dict[str, Any] = {
+            "TableName": self._table,
+            "ScanIndexForward": False,
+            "ExpressionAttributeValues": {":lo": {"S": low}, ":hi": {"S": high}},
+        }
+        filters: list[str] = []
+        if key_id is not None:
+            base |= {"IndexName": _BY_KEY, "KeyConditionExpression": "key_id = :part AND sk BETWEEN :lo AND :hi"}
+            base["ExpressionAttributeValues"][":part"] = {"S": key_id}
+            if tenant_id is not None:
+                filters.append("tenant_id = :tenant")
+                base["ExpressionAttributeValues"][":tenant"] = {"S": tenant_id}
+            partitions = [None]
+        elif tenant_id is not None:
+            base["KeyConditionExpression"] = "pk = :part AND sk BETWEEN :lo AND :hi"
+            base["ExpressionAttributeValues"][":part"] = {"S": f"TENANT#{tenant_id}"}
+            partitions = [None]
+        else:
+            partitions = list(_days_descending(since_ms, until_ms))
+            if len(partitions) > MAX_UNSCOPED_DAYS:
+                raise InvalidRequestError(
+                    f"Without tenant_id or key_id, a usage query may span at most {MAX_UNSCOPED_DAYS} days.",
+                    param="since",
+                )
+            base |= {"IndexName": _BY_DAY, "KeyConditionExpression": "#day = :part AND sk BETWEEN :lo AND :hi"}
+            base["ExpressionAttributeNames"] = {"#day": "day"}
+        if filters:
+            base["FilterExpression"] = " AND ".join(filters)
+
+        records: list[UsageRecord] = []
+        position = int(state.get("day_index", 0))
+        start_key = state.get("lek")
+        while position < len(partitions) and len(records) < limit:
+            arguments = {**base, "Limit": limit - len(records)}
+            day = partitions[position]
+            if day is not None:
+                arguments["ExpressionAttributeValues"] = {**base["ExpressionAttributeValues"], ":part": {"S": day}}
+            if start_key:
+                arguments["ExclusiveStartKey"] = start_key
+            response = self._client.query(**arguments)
+            records.extend(UsageRecord.model_validate(from_item(item)) for item in response.get("Items", []))
+            start_key = response.get("LastEvaluatedKey")
+            if start_key is None:
+                position += 1
+        if position >= len(partitions):
+            return records, None
+        return records, _encode_cursor({"day_index": position, "lek": start_key or {}})
+
+
+def _days_descending(since_ms: int, until_ms: int) -> list[str]:
+    first = datetime.fromtimestamp(since_ms / 1000, tz=UTC).date()
+    last = datetime.fromtimestamp((until_ms - 1) / 1000, tz=UTC).date()
+    days = []
+    while last >= first:
+        days.append(last.isoformat())
+        last -= timedelta(days=1)
+    return days
