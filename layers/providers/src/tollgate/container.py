@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 from dataclasses import dataclass
-from functools import cached_property
+import threading
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 from tollgate.settings import Settings
@@ -23,13 +24,23 @@ if TYPE_CHECKING:
     from tollgate.store.usage import DynamoUsageLog
 
 
+_session_lock = threading.Lock()
+
+
+@cache
+def _boto_session() -> Any:
+    import boto3
+
+    return boto3.session.Session()
+
+
 def aws_client(service: str) -> Any:
     """A low-level boto3 client with short timeouts and standard retries.
 
     Endpoints come from the environment (``AWS_ENDPOINT_URL`` in local mode), so there is no
-    "if local" branch anywhere.
+    "if local" branch anywhere. Clients share one session, so service models load once per process;
+    creating clients from a session is not thread-safe, hence the lock.
     """
-    import boto3
     from botocore.config import Config
 
     config = Config(
@@ -38,7 +49,8 @@ def aws_client(service: str) -> Any:
         retries={"mode": "standard", "max_attempts": 3},
         max_pool_connections=64,
     )
-    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+    with _session_lock:
+        return _boto_session().client(service, config=config)
 
 
 @dataclass
@@ -120,5 +132,3 @@ class Services:
     async def aclose(self) -> None:
         if "http" in self.__dict__:
             await self.http.close()
-
-

@@ -8,6 +8,7 @@ side by side. Providers whose usual environment variables are set are registered
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import sys
@@ -47,6 +48,7 @@ def start_moto(port: int) -> str:
     """Starts moto's server in a daemon thread on loopback; returns its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access line per AWS call is noise here
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()
