@@ -110,9 +110,9 @@ def strip(site: Path) -> None:
         if path.is_dir():
             if path.name in _JUNK_DIRS:
                 shutil.rmtree(path)
-        elif path.parent.name.endswith(".dist-info") and path.name in _JUNK_DIST_INFO_FILES:
-            path.unlink()
-        elif path.suffix in _JUNK_SUFFIXES:
+        elif path.suffix in _JUNK_SUFFIXES or (
+            path.parent.name.endswith(".dist-info") and path.name in _JUNK_DIST_INFO_FILES
+        ):
             path.unlink()
     shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts: no use inside a layer
 

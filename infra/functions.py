@@ -1,0 +1,168 @@
+"""Tollgate's functions and what each one may touch.
+
+- ``stream``: FastAPI under uvicorn, behind the Lambda Web Adapter, so chat responses can stream;
+- ``gateway``: FastAPI under Mangum (buffered): models, embeddings, images;
+- ``admin``: FastAPI under Mangum: the admin API and the console.
+
+Every function receives the full settings environment (the runtime validates all of it at cold start),
+but permissions differ: only ``admin`` can write the catalog, read the admin key or manage provider
+secrets.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+from tollgate.store.schema import CATALOG, USAGE
+
+from infra.nag import acknowledge
+from infra.paths import FUNCTIONS_DIR
+from infra.secrets import TollgateSecrets
+from infra.service_function import ServiceFunction, ServiceFunctionProps
+from infra.tables import TollgateTables
+
+# Lambda Web Adapter, published by AWS in every commercial region under this account. Pinned, not
+# "latest": the newest version in awslabs/aws-lambda-web-adapter's docs (getting-started/zip-packages).
+# Bump it deliberately, after checking that release's notes.
+LAMBDA_WEB_ADAPTER_ACCOUNT = "753240598075"
+LAMBDA_WEB_ADAPTER_LAYER_NAME = "LambdaAdapterLayerArm64"
+LAMBDA_WEB_ADAPTER_VERSION = 26
+
+LWA_PORT = "8080"
+READINESS_CHECK_PATH = "/healthz"
+
+# API Gateway ends a response stream after 15 minutes; the function may run exactly as long.
+STREAM_TIMEOUT = Duration.minutes(15)
+# Buffered REST integrations end at 29 s unless a quota increase is granted.
+BUFFERED_TIMEOUT = Duration.seconds(29)
+
+POWERTOOLS_ENVIRONMENT = {
+    "POWERTOOLS_SERVICE_NAME": "tollgate",
+    "POWERTOOLS_METRICS_NAMESPACE": "Tollgate",
+    "LOG_LEVEL": "INFO",
+}
+
+
+def lambda_web_adapter_arn(stack: Stack) -> str:
+    """``arn:<partition>:lambda:<region>:753240598075:layer:LambdaAdapterLayerArm64:<version>``."""
+    return stack.format_arn(
+        service="lambda",
+        account=LAMBDA_WEB_ADAPTER_ACCOUNT,
+        resource="layer",
+        resource_name=f"{LAMBDA_WEB_ADAPTER_LAYER_NAME}:{LAMBDA_WEB_ADAPTER_VERSION}",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+
+
+class TollgateFunctions(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        tables: TollgateTables,
+        secrets: TollgateSecrets,
+        layer: lambda_.ILayerVersion,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        environment = {**POWERTOOLS_ENVIRONMENT, **tables.environment, **secrets.environment}
+        web_adapter = lambda_.LayerVersion.from_layer_version_arn(
+            self, "WebAdapterLayer", lambda_web_adapter_arn(Stack.of(self))
+        )
+
+        self.stream = ServiceFunction(
+            self,
+            "Stream",
+            ServiceFunctionProps(
+                code_dir=FUNCTIONS_DIR / "stream",
+                handler="run.sh",
+                description="Tollgate chat routes (streaming): FastAPI under uvicorn + Lambda Web Adapter",
+                layers=[layer, web_adapter],
+                environment={
+                    **environment,
+                    "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+                    "AWS_LWA_INVOKE_MODE": "response_stream",
+                    "AWS_LWA_PORT": LWA_PORT,
+                    "AWS_LWA_READINESS_CHECK_PATH": READINESS_CHECK_PATH,
+                },
+                memory_size=1024,
+                timeout=STREAM_TIMEOUT,
+            ),
+        )
+        self.gateway = ServiceFunction(
+            self,
+            "Gateway",
+            ServiceFunctionProps(
+                code_dir=FUNCTIONS_DIR / "gateway",
+                handler="handler.handler",
+                description="Tollgate models, embeddings and images: FastAPI under Mangum",
+                layers=[layer],
+                environment=environment,
+                memory_size=1024,
+                timeout=BUFFERED_TIMEOUT,
+            ),
+        )
+        self.admin = ServiceFunction(
+            self,
+            "Admin",
+            ServiceFunctionProps(
+                code_dir=FUNCTIONS_DIR / "admin",
+                handler="handler.handler",
+                description="Tollgate admin API and console: FastAPI under Mangum",
+                layers=[layer],
+                environment=environment,
+                memory_size=512,
+                timeout=BUFFERED_TIMEOUT,
+            ),
+        )
+
+        for serving in (self.stream, self.gateway):
+            self._grant_serving(serving, tables, secrets)
+        self._grant_admin(self.admin, tables, secrets)
+
+    @staticmethod
+    def _grant_serving(fn: ServiceFunction, tables: TollgateTables, secrets: TollgateSecrets) -> None:
+        """Public API: look up keys and routes, record usage, read the pepper and provider credentials."""
+        tables.grant(fn.role, CATALOG, "dynamodb:GetItem", "dynamodb:Query", indexes=True)
+        tables.grant(fn.role, USAGE, "dynamodb:PutItem", indexes=False)
+        secrets.grant_read_pepper(fn.role)
+        secrets.grant_read_provider_secrets(fn.role)
+        secrets.grant_key(fn.role, "kms:Decrypt")
+        _acknowledge_provider_prefix(fn, secrets)
+
+    @staticmethod
+    def _grant_admin(fn: ServiceFunction, tables: TollgateTables, secrets: TollgateSecrets) -> None:
+        """Admin API: write the catalog, query usage, and create or replace provider credentials."""
+        # TransactWriteItems is not an IAM action: each item in a transaction is authorised by its own
+        # action (PutItem/UpdateItem/DeleteItem) plus ConditionCheckItem for condition-only items.
+        tables.grant(
+            fn.role,
+            CATALOG,
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:Query",
+            "dynamodb:ConditionCheckItem",
+            indexes=True,
+        )
+        tables.grant(fn.role, USAGE, "dynamodb:Query", indexes=True)
+        secrets.grant_read_pepper(fn.role)
+        secrets.grant_read_admin_key(fn.role)
+        secrets.grant_manage_provider_secrets(fn.role)
+        secrets.grant_key(fn.role, "kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey")
+        _acknowledge_provider_prefix(fn, secrets)
+
+
+def _acknowledge_provider_prefix(fn: ServiceFunction, secrets: TollgateSecrets) -> None:
+    pattern = (
+        f"arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:"
+        f"{secrets.provider_secret_prefix}*"
+    )
+    acknowledge(
+        fn.role,
+        f"AwsSolutions-IAM5[Resource::{pattern}]",
+        "Provider credential secrets are created at run time by the admin function, one per provider, "
+        "under this stack's own name prefix; the pattern covers exactly that prefix and nothing else.",
+    )

@@ -1,0 +1,127 @@
+"""Each function: Python 3.13 on arm64, the shared layer, JSON logs, X-Ray, and the runtime's settings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from tollgate.settings import Settings
+
+from infra.functions import LAMBDA_WEB_ADAPTER_VERSION
+
+if TYPE_CHECKING:
+    from tests.infra.conftest import Synthesized
+
+FUNCTIONS = ["stream", "gateway", "admin"]
+
+# Every setting without a default must come from the stack, or the runtime fails at cold start.
+REQUIRED_SETTINGS_ENV = sorted(
+    f"TOLLGATE_{name.upper()}" for name, field in Settings.model_fields.items() if field.is_required()
+)
+
+
+def _env(function: dict[str, Any]) -> dict[str, Any]:
+    variables: dict[str, Any] = function["Properties"]["Environment"]["Variables"]
+    return variables
+
+
+def test_the_runtime_has_required_settings_to_check() -> None:
+    assert "TOLLGATE_CATALOG_TABLE" in REQUIRED_SETTINGS_ENV
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_platform(function_resources: dict[str, Any], name: str) -> None:
+    props = function_resources[name]["Properties"]
+
+    assert props["Runtime"] == "python3.13"
+    assert props["Architectures"] == ["arm64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_logs_json_to_its_own_group_with_retention(
+    synthesized: Synthesized,
+    service_functions: dict[str, Any],
+    function_resources: dict[str, Any],
+    resources: dict[str, Any],
+    name: str,
+) -> None:
+    logging = function_resources[name]["Properties"]["LoggingConfig"]
+    log_group_id = synthesized.logical_id(service_functions[name].log_group)
+
+    assert logging["LogFormat"] == "JSON"
+    assert logging["ApplicationLogLevel"] == "INFO"
+    assert logging["LogGroup"] == {"Ref": log_group_id}
+    assert resources[log_group_id]["Properties"]["RetentionInDays"] > 0
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_uses_the_shared_layer(
+    synthesized: Synthesized, function_resources: dict[str, Any], name: str
+) -> None:
+    layer_ref = {"Ref": synthesized.logical_id(synthesized.stack.layer.layer)}
+
+    assert layer_ref in function_resources[name]["Properties"]["Layers"]
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_environment_satisfies_the_runtime_settings(
+    function_resources: dict[str, Any], name: str
+) -> None:
+    env = _env(function_resources[name])
+
+    assert sorted(k for k in env if k in REQUIRED_SETTINGS_ENV) == REQUIRED_SETTINGS_ENV
+    assert env["POWERTOOLS_SERVICE_NAME"] == "tollgate"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Tollgate"
+    assert env["LOG_LEVEL"] == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("name", "handler", "timeout"),
+    [("gateway", "handler.handler", 29), ("admin", "handler.handler", 29)],
+)
+def test_buffered_functions_run_mangum_handlers(
+    function_resources: dict[str, Any], name: str, handler: str, timeout: int
+) -> None:
+    props = function_resources[name]["Properties"]
+
+    assert props["Handler"] == handler
+    assert props["Timeout"] == timeout
+    assert len(props["Layers"]) == 1, "only the shared layer: no web adapter on buffered functions"
+    assert "AWS_LAMBDA_EXEC_WRAPPER" not in _env(function_resources[name])
+
+
+def test_stream_function_runs_uvicorn_under_the_web_adapter(function_resources: dict[str, Any]) -> None:
+    props = function_resources["stream"]["Properties"]
+    env = _env(function_resources["stream"])
+
+    assert props["Handler"] == "run.sh"
+    assert props["Timeout"] == 15 * 60
+    assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
+    assert env["AWS_LWA_PORT"] == "8080"
+    assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/healthz"
+
+
+def test_stream_function_pins_the_arm64_web_adapter_layer(function_resources: dict[str, Any]) -> None:
+    layers = function_resources["stream"]["Properties"]["Layers"]
+    adapter_arn = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":lambda:",
+                {"Ref": "AWS::Region"},
+                f":753240598075:layer:LambdaAdapterLayerArm64:{LAMBDA_WEB_ADAPTER_VERSION}",
+            ],
+        ]
+    }
+
+    assert adapter_arn in layers
+    assert len(layers) == 2
+
+
+def test_reserved_concurrency_is_left_to_the_account_by_default(function_resources: dict[str, Any]) -> None:
+    for name, function in function_resources.items():
+        assert "ReservedConcurrentExecutions" not in function["Properties"], name

@@ -1,0 +1,200 @@
+"""Least privilege: one role per function, explicit actions, resources scoped to Tollgate's own."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from tollgate.store.schema import CATALOG, USAGE
+
+if TYPE_CHECKING:
+    from tests.infra.conftest import Synthesized
+
+# (action, resource) pairs, resources rendered as canonical JSON so intrinsics compare exactly.
+Grants = set[tuple[str, str]]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _grants(statements: list[dict[str, Any]]) -> Grants:
+    pairs: Grants = set()
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement
+        assert "NotResource" not in statement
+        for action in _as_list(statement["Action"]):
+            for resource in _as_list(statement["Resource"]):
+                pairs.add((action, json.dumps(resource, sort_keys=True)))
+    return pairs
+
+
+def _grant(actions: list[str], *resources: Any) -> Grants:
+    return {(action, json.dumps(resource, sort_keys=True)) for action in actions for resource in resources}
+
+
+def _arn(logical_id: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+def _index_arn(table_id: str, index: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [_arn(table_id), f"/index/{index}"]]}
+
+
+@pytest.fixture(scope="module")
+def ids(synthesized: Synthesized, service_functions: dict[str, Any]) -> dict[str, str]:
+    stack = synthesized.stack
+    logical = synthesized.logical_id
+    return {
+        "catalog": logical(stack.tables.table(CATALOG)),
+        "usage": logical(stack.tables.table(USAGE)),
+        "key": logical(stack.secrets.key),
+        "pepper": logical(stack.secrets.pepper),
+        "admin_key": logical(stack.secrets.admin_key),
+        **{f"{name}_logs": logical(fn.log_group) for name, fn in service_functions.items()},
+    }
+
+
+PROVIDER_SECRETS = {
+    "Fn::Join": [
+        "",
+        [
+            "arn:",
+            {"Ref": "AWS::Partition"},
+            ":secretsmanager:",
+            {"Ref": "AWS::Region"},
+            ":",
+            {"Ref": "AWS::AccountId"},
+            ":secret:tollgate/Tollgate/providers/*",
+        ],
+    ]
+}
+
+
+def _baseline(ids: dict[str, str], name: str) -> Grants:
+    """What every function needs: its own log group and X-Ray (which has no resource-level scoping)."""
+    return _grant(["logs:CreateLogStream", "logs:PutLogEvents"], _arn(ids[f"{name}_logs"])) | _grant(
+        ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*"
+    )
+
+
+@pytest.mark.parametrize("name", ["stream", "gateway"])
+def test_serving_functions_read_keys_and_routes_and_record_usage(
+    role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str], name: str
+) -> None:
+    expected = (
+        _baseline(ids, name)
+        | _grant(
+            ["dynamodb:GetItem", "dynamodb:Query"],
+            _arn(ids["catalog"]),
+            *(_index_arn(ids["catalog"], index.name) for index in CATALOG.indexes),
+        )
+        | _grant(["dynamodb:PutItem"], _arn(ids["usage"]))
+        | _grant(["secretsmanager:GetSecretValue"], {"Ref": ids["pepper"]}, PROVIDER_SECRETS)
+        | _grant(["kms:Decrypt"], _arn(ids["key"]))
+    )
+
+    assert _grants(role_statements[name]) == expected
+
+
+def test_admin_function_manages_the_catalog_and_provider_credentials(
+    role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str]
+) -> None:
+    expected = (
+        _baseline(ids, "admin")
+        | _grant(
+            [
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:Query",
+                # TransactWriteItems is authorised per item: the write actions above plus this one.
+                "dynamodb:ConditionCheckItem",
+            ],
+            _arn(ids["catalog"]),
+            *(_index_arn(ids["catalog"], index.name) for index in CATALOG.indexes),
+        )
+        | _grant(
+            ["dynamodb:Query"],
+            _arn(ids["usage"]),
+            *(_index_arn(ids["usage"], index.name) for index in USAGE.indexes),
+        )
+        | _grant(["secretsmanager:GetSecretValue"], {"Ref": ids["pepper"]}, {"Ref": ids["admin_key"]})
+        | _grant(
+            [
+                "secretsmanager:CreateSecret",
+                "secretsmanager:PutSecretValue",
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:TagResource",
+                "secretsmanager:DeleteSecret",
+                "secretsmanager:GetSecretValue",
+            ],
+            PROVIDER_SECRETS,
+        )
+        | _grant(["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], _arn(ids["key"]))
+    )
+
+    assert _grants(role_statements["admin"]) == expected
+
+
+def test_each_function_has_its_own_role_and_policies(
+    synthesized: Synthesized, service_functions: dict[str, Any], function_resources: dict[str, Any]
+) -> None:
+    role_ids = {name: synthesized.logical_id(fn.role) for name, fn in service_functions.items()}
+
+    assert len(set(role_ids.values())) == len(role_ids)
+    for name, function in function_resources.items():
+        assert function["Properties"]["Role"] == {"Fn::GetAtt": [role_ids[name], "Arn"]}
+
+
+def test_no_policy_is_shared_between_roles(resources: dict[str, Any]) -> None:
+    for logical_id, resource in resources.items():
+        if resource["Type"] == "AWS::IAM::Policy":
+            assert len(resource["Properties"]["Roles"]) == 1, logical_id
+            assert not resource["Properties"].get("Users"), logical_id
+            assert not resource["Properties"].get("Groups"), logical_id
+
+
+def test_function_roles_trust_only_lambda_and_carry_no_managed_policies(
+    synthesized: Synthesized, service_functions: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    for name, fn in service_functions.items():
+        role = resources[synthesized.logical_id(fn.role)]["Properties"]
+        assert role["AssumeRolePolicyDocument"]["Statement"] == [
+            {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}
+        ], name
+        assert not role.get("ManagedPolicyArns"), name
+
+
+def _identity_statements(resources: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for logical_id, resource in resources.items():
+        props = resource.get("Properties", {})
+        documents = []
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            documents.append(props["PolicyDocument"])
+        if resource["Type"] == "AWS::IAM::Role":
+            documents += [policy["PolicyDocument"] for policy in props.get("Policies", [])]
+        found += [(logical_id, s) for document in documents for s in document["Statement"]]
+    return found
+
+
+def test_no_identity_policy_statement_uses_a_wildcard_action(resources: dict[str, Any]) -> None:
+    statements = _identity_statements(resources)
+
+    assert statements, "the template has identity policies to check"
+    for logical_id, statement in statements:
+        for action in _as_list(statement.get("Action", [])):
+            assert "*" not in action, f"{logical_id}: {action}"
+
+
+def test_the_only_unscoped_resource_is_x_ray(resources: dict[str, Any]) -> None:
+    for logical_id, statement in _identity_statements(resources):
+        if "*" in _as_list(statement["Resource"]):
+            assert set(_as_list(statement["Action"])) <= {
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+            }, logical_id
