@@ -14,13 +14,13 @@ from __future__ import annotations
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
-from tollgate.store.schema import CATALOG, USAGE
 
 from infra.nag import acknowledge
 from infra.paths import FUNCTIONS_DIR
 from infra.secrets import TollgateSecrets
 from infra.service_function import ServiceFunction, ServiceFunctionProps
 from infra.tables import TollgateTables
+from tollgate.store.schema import CATALOG, USAGE
 
 # Lambda Web Adapter, published by AWS in every commercial region under this account. Pinned, not
 # "latest": the newest version in awslabs/aws-lambda-web-adapter's docs (getting-started/zip-packages).

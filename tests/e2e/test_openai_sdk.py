@@ -22,7 +22,9 @@ def issue_key(server: LiveServer, tenant: str) -> str:
 
 @pytest.fixture(scope="module")
 def sdk(live_server: LiveServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{live_server.base_url}/v1", api_key=issue_key(live_server, "sdk"), max_retries=0)
+    return openai.OpenAI(
+        base_url=f"{live_server.base_url}/v1", api_key=issue_key(live_server, "sdk"), max_retries=0
+    )
 
 
 def test_completion_from_fake_echo(sdk: openai.OpenAI) -> None:
@@ -48,7 +50,9 @@ def test_stream_from_fake_echo_has_usage_last(sdk: openai.OpenAI) -> None:
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == "Echo: stream me"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+    assert (
+        chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+    )
     assert all(chunk.usage is None for chunk in chunks[:-1])
 
 
@@ -68,11 +72,16 @@ def test_sdk_sees_openai_errors(sdk: openai.OpenAI, live_server: LiveServer) -> 
 
 def test_demo_key_from_the_banner_works(live_server: LiveServer) -> None:
     client = openai.OpenAI(
-        base_url=live_server.banner_value("Base URL"), api_key=live_server.banner_value("Demo key"), max_retries=0
+        base_url=live_server.banner_value("Base URL"),
+        api_key=live_server.banner_value("Demo key"),
+        max_retries=0,
     )
-    assert client.chat.completions.create(
-        model="fake/echo", messages=[{"role": "user", "content": "hi"}]
-    ).choices[0].message.content == "Echo: hi"
+    assert (
+        client.chat.completions.create(model="fake/echo", messages=[{"role": "user", "content": "hi"}])
+        .choices[0]
+        .message.content
+        == "Echo: hi"
+    )
 
 
 def test_two_instances_run_side_by_side_and_stop_on_ctrl_c(tmp_path, live_server: LiveServer) -> None:

@@ -39,20 +39,29 @@ def responses_seen() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def sdk(live_server: LiveServer, upstream: OpenAIUpstream, admin: httpx.Client, responses_seen) -> openai.OpenAI:
+def sdk(
+    live_server: LiveServer, upstream: OpenAIUpstream, admin: httpx.Client, responses_seen
+) -> openai.OpenAI:
     put = admin.put(
-        "/providers/loopback", json={"type": "openai_compatible", "base_url": upstream.base_url, "api_key": CANARY}
+        "/providers/loopback",
+        json={"type": "openai_compatible", "base_url": upstream.base_url, "api_key": CANARY},
     )
     assert put.status_code == 200, put.text
     responses_seen.append(put.text)
     route = admin.put("/models/team/chat", json={"provider": "loopback", "upstream_model": "gpt-loopback"})
     assert route.status_code == 200, route.text
     responses_seen.append(route.text)
-    return openai.OpenAI(base_url=f"{live_server.base_url}/v1", api_key=issue_key(live_server, "up"), max_retries=0)
+    return openai.OpenAI(
+        base_url=f"{live_server.base_url}/v1", api_key=issue_key(live_server, "up"), max_retries=0
+    )
 
 
-def test_routed_model_reaches_the_upstream(sdk: openai.OpenAI, upstream: OpenAIUpstream, responses_seen) -> None:
-    completion = sdk.chat.completions.create(model="team/chat", messages=[{"role": "user", "content": "hello"}])
+def test_routed_model_reaches_the_upstream(
+    sdk: openai.OpenAI, upstream: OpenAIUpstream, responses_seen
+) -> None:
+    completion = sdk.chat.completions.create(
+        model="team/chat", messages=[{"role": "user", "content": "hello"}]
+    )
     responses_seen.append(completion.model_dump_json())
 
     assert completion.choices[0].message.content == "Hi from upstream"
@@ -81,7 +90,9 @@ def test_models_lists_the_route(sdk: openai.OpenAI) -> None:
     assert "team/chat" in [model.id for model in sdk.models.list()]
 
 
-def test_upstream_failure_is_a_clean_502(sdk: openai.OpenAI, upstream: OpenAIUpstream, responses_seen) -> None:
+def test_upstream_failure_is_a_clean_502(
+    sdk: openai.OpenAI, upstream: OpenAIUpstream, responses_seen
+) -> None:
     upstream.script = UpstreamScript(fail_status=401)
     try:
         with pytest.raises(openai.APIStatusError) as failure:
@@ -103,7 +114,9 @@ def test_provider_views_are_masked(admin: httpx.Client, responses_seen) -> None:
     assert one.json()["api_key_hint"] == f"sk-...{CANARY[-4:]}"
 
 
-def test_canary_appears_nowhere_but_secrets_manager(live_server: LiveServer, admin: httpx.Client, responses_seen):
+def test_canary_appears_nowhere_but_secrets_manager(
+    live_server: LiveServer, admin: httpx.Client, responses_seen
+):
     usage = admin.get("/usage")
     responses_seen.append(usage.text)
     assert usage.json()["data"], "the tests above should have left usage records"

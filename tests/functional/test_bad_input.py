@@ -46,7 +46,9 @@ def test_missing_messages_names_the_param(client, tenant_key):
     ],
 )
 def test_invalid_bodies_are_400(client, tenant_key, body):
-    response = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {tenant_key}"})
+    response = client.post(
+        "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {tenant_key}"}
+    )
     assert_openai_error(response, 400)
 
 
@@ -103,7 +105,5 @@ def test_oversized_body_is_413(client, tenant_key, services):
 
 
 def test_admin_rejects_unknown_fields(client, admin_headers):
-    response = client.post(
-        "/admin/v1/tenants", json={"name": "x", "balance": 10**9}, headers=admin_headers
-    )
+    response = client.post("/admin/v1/tenants", json={"name": "x", "balance": 10**9}, headers=admin_headers)
     assert assert_openai_error(response, 400)["param"] == "balance"

@@ -22,8 +22,14 @@ def test_completion_echoes_and_reports_usage(client, tenant_key):
     body = response.json()
     assert body["object"] == "chat.completion"
     assert body["model"] == "fake/echo"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Echo: Hello there", "refusal": None}
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Echo: Hello there",
+        "refusal": None,
+    }
+    assert (
+        body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
     assert response.headers["x-request-id"].startswith("req_")
 
 
@@ -56,7 +62,9 @@ def test_every_request_leaves_one_usage_record(client, tenant_key, admin_headers
     client.post("/v1/chat/completions", json={**HELLO, "stream": True}, headers=bearer(tenant_key))
     client.post("/v1/chat/completions", json={**HELLO, "model": "nope/none"}, headers=bearer(tenant_key))
 
-    records = client.get("/admin/v1/usage", params={"tenant_id": "acme"}, headers=admin_headers).json()["data"]
+    records = client.get("/admin/v1/usage", params={"tenant_id": "acme"}, headers=admin_headers).json()[
+        "data"
+    ]
 
     by_status = sorted((r["status"], r["stream"], r["usage_source"]) for r in records)
     assert by_status == [(200, False, "provider"), (200, True, "provider"), (404, False, "estimated")]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from tollgate.settings import Settings
 
 from infra.functions import LAMBDA_WEB_ADAPTER_VERSION
+from tollgate.settings import Settings
 
 if TYPE_CHECKING:
     from tests.infra.conftest import Synthesized

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from tollgate.store.schema import CATALOG, USAGE
 
 if TYPE_CHECKING:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from tollgate.store.schema import ALL_TABLES, TableSchema
 
 if TYPE_CHECKING:

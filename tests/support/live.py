@@ -88,7 +88,7 @@ def start_server(log_dir: Path, *, admin_key: str, extra_env: dict[str, str] | N
     env |= extra_env or {}
     log_path = log_dir / f"tollgate-{port}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        process = subprocess.Popen(
             [sys.executable, "-m", "tollgate.local.runner"],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,7 +9,9 @@ from tollgate.store.dynamo import from_item, to_item
 scalars = st.one_of(st.text(max_size=20), st.integers(min_value=-(10**30), max_value=10**30), st.booleans())
 values = st.recursive(
     scalars,
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -10,7 +10,9 @@ from tollgate.schemas.openai import ChatRequest
 
 
 def request(text: str, **extra: object) -> ChatRequest:
-    return ChatRequest.model_validate({"model": "fake/echo", "messages": [{"role": "user", "content": text}], **extra})
+    return ChatRequest.model_validate(
+        {"model": "fake/echo", "messages": [{"role": "user", "content": text}], **extra}
+    )
 
 
 async def collect(provider: FakeProvider, chat: ChatRequest) -> list[dict]:  # type: ignore[type-arg]

@@ -5,8 +5,8 @@ resolution) before a response starts. A ``ChatCall`` then runs the request eithe
 
 * ``complete()`` returns the finished ``chat.completion`` body;
 * ``open_stream()`` waits for the provider's first chunk (so an upstream failure is still an
-  HTTP error), then returns the SSE byte stream. A failure after that first byte becomes an SSE
-  error event followed by ``data: [DONE]``.
+  HTTP error), then returns the encoded byte stream. A failure after that first byte becomes an
+  error event in the client's wire format.
 
 Every call ends in exactly one usage record, whatever happened.
 """
@@ -14,16 +14,15 @@ Every call ends in exactly one usage record, whatever happened.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tollgate import sse
 from tollgate.errors import ModelNotFoundError, TollgateError, UpstreamError
+from tollgate.metering import Meter
 from tollgate.observability import logger
-from tollgate.providers.base import Usage, UsageSource
-from tollgate.store.records import UsageRecord
+from tollgate.providers.base import USAGE_SOURCE_MARKER, Usage, UsageSource
 from tollgate.tokens import estimate_prompt_tokens, estimate_tokens
 
 if TYPE_CHECKING:
@@ -32,34 +31,65 @@ if TYPE_CHECKING:
     from tollgate.schemas.openai import ChatChunk, ChatRequest
     from tollgate.store.usage import DynamoUsageLog
 
-#: Key an adapter puts in a synthetic usage chunk to say its counts are estimates; never sent on.
-USAGE_SOURCE_MARKER = "x_tollgate_usage_source"
 #: HTTP status recorded when the client went away before the response finished (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+class StreamEncoder(Protocol):
+    """Turns one stream's chunks into a client's wire format. One instance per stream."""
+
+    def chunk(self, chunk: ChatChunk) -> bytes | None:
+        """The bytes for one chunk, or ``None`` to send nothing for it."""
+        ...
+
+    def finish(self, usage: Usage) -> bytes:
+        """The closing bytes, once the provider's stream ended normally."""
+        ...
+
+    def error(self, error: TollgateError) -> bytes:
+        """The closing bytes when the stream failed after its first byte."""
+        ...
+
+
+class OpenAIStreamEncoder:
+    """OpenAI's SSE: one ``data:`` event per chunk, the usage chunk only when the client asked for
+    it (``stream_options.include_usage``), then ``data: [DONE]``; a late error is an error event
+    followed by ``[DONE]``."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self._include_usage = include_usage
+
+    def chunk(self, chunk: ChatChunk) -> bytes | None:
+        if not self._include_usage and "usage" in chunk and not chunk.get("choices"):
+            return None
+        return sse.encode_event(chunk)
+
+    def finish(self, usage: Usage) -> bytes:
+        return sse.DONE
+
+    def error(self, error: TollgateError) -> bytes:
+        return sse.encode_error(error) + sse.DONE
 
 
 class ChatService:
-    def __init__(
-        self,
-        registry: ProviderRegistry,
-        usage_log: DynamoUsageLog,
-        *,
-        clock_ms: Callable[[], int] = _now_ms,
-    ) -> None:
+    def __init__(self, registry: ProviderRegistry, usage_log: DynamoUsageLog) -> None:
         self._registry = registry
         self._usage_log = usage_log
-        self._clock_ms = clock_ms
 
     async def begin(self, principal: Principal, request: ChatRequest, request_id: str) -> ChatCall:
-        call = ChatCall(self._usage_log, principal, request, request_id, created_at_ms=self._clock_ms())
+        meter = Meter(
+            self._usage_log,
+            principal,
+            request_id,
+            model=request.model,
+            endpoint="chat.completions",
+            stream=request.stream,
+        )
+        call = ChatCall(meter, request)
         try:
             if not principal.may_use(request.model):
                 raise ModelNotFoundError(request.model)
-            call.deployment = await self._registry.resolve(request.model)
+            meter.deployment = await self._registry.resolve(request.model)
         except TollgateError as error:
             await call.record_failure(error)
             raise
@@ -68,27 +98,27 @@ class ChatService:
 
 @dataclass
 class ChatCall:
-    usage_log: DynamoUsageLog
-    principal: Principal
+    meter: Meter
     request: ChatRequest
-    request_id: str
-    created_at_ms: int
-    deployment: Deployment | None = None
-    started: float = field(default_factory=time.perf_counter)
-    first_byte: float | None = None
     usage: Usage | None = None
     delivered_text: list[str] = field(default_factory=list)
+
+    @property
+    def deployment(self) -> Deployment:
+        if self.meter.deployment is None:
+            raise RuntimeError("ChatCall used before ChatService.begin resolved it")
+        return self.meter.deployment
 
     # -- non-streamed ------------------------------------------------------------------------
 
     async def complete(self) -> ChatChunk:
-        deployment = self._deployment()
+        deployment = self.deployment
         try:
             result = await deployment.provider.chat(self.request, deployment.upstream_model)
         except TollgateError as error:
             await self.record_failure(error)
             raise
-        self.first_byte = time.perf_counter()
+        self.meter.mark_first_byte()
         self.usage = result.usage
         return result.completion
 
@@ -97,8 +127,13 @@ class ChatCall:
 
     # -- streamed ----------------------------------------------------------------------------
 
-    async def open_stream(self) -> AsyncIterator[bytes]:
-        deployment = self._deployment()
+    async def open_stream(self, encoder: StreamEncoder | None = None) -> AsyncIterator[bytes]:
+        """Waits for the provider's first chunk, then returns the encoded byte stream.
+
+        ``encoder`` turns chunks into the client's wire format: OpenAI's SSE by default; the
+        Anthropic-compatible route passes its own.
+        """
+        deployment = self.deployment
         chunks = deployment.provider.stream(self.request, deployment.upstream_model)
         try:
             first = await anext(chunks)
@@ -109,24 +144,29 @@ class ChatCall:
         except TollgateError as error:
             await self.record_failure(error)
             raise
-        self.first_byte = time.perf_counter()
-        return self._events(first, chunks)
+        self.meter.mark_first_byte()
+        return self._events(first, chunks, encoder or OpenAIStreamEncoder(self.request.wants_usage_chunk))
 
-    async def _events(self, first: ChatChunk, chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[bytes]:
+    async def _events(
+        self, first: ChatChunk, chunks: AsyncIterator[ChatChunk], encoder: StreamEncoder
+    ) -> AsyncIterator[bytes]:
         status, error_code = 200, None
         try:
             chunk: ChatChunk | None = first
             while chunk is not None:
-                encoded = self._take(chunk)
-                if encoded is not None:
+                self._track(chunk)
+                encoded = encoder.chunk(chunk)
+                if encoded:
                     yield encoded
                 chunk = await anext(chunks, None)
-            yield sse.DONE
+            yield encoder.finish(self._final_usage(200))
         except TollgateError as error:
             status, error_code = error.status, error.code
-            logger.warning("stream failed after first byte", extra={"request_id": self.request_id, "code": error.code})
-            yield sse.encode_error(error)
-            yield sse.DONE
+            logger.warning(
+                "stream failed after first byte",
+                extra={"request_id": self.meter.request_id, "code": error.code},
+            )
+            yield encoder.error(error)
         except (asyncio.CancelledError, GeneratorExit):
             status, error_code = CLIENT_CLOSED_REQUEST, "client_disconnected"
             raise
@@ -135,34 +175,26 @@ class ChatCall:
             # Shielded: a client disconnect cancels this generator, but never the usage record.
             await asyncio.shield(self._record(status=status, error_code=error_code))
 
-    def _take(self, chunk: ChatChunk) -> bytes | None:
-        """Tracks one chunk's text and usage; returns its SSE bytes, or ``None`` to hold it back."""
+    def _track(self, chunk: ChatChunk) -> None:
+        """Notes a chunk's delivered text, or takes the usage a final usage chunk carries."""
         usage = chunk.get("usage")
         if usage and not chunk.get("choices"):
             source: UsageSource = chunk.pop(USAGE_SOURCE_MARKER, "provider")
             self.usage = Usage.from_openai(usage)
             if source != "provider":
                 self.usage = replace(self.usage, source=source)
-            if not self.request.wants_usage_chunk:
-                return None
-        else:
-            for choice in chunk.get("choices") or ():
-                content = (choice.get("delta") or {}).get("content")
-                if isinstance(content, str):
-                    self.delivered_text.append(content)
-        return sse.encode_event(chunk)
+            return
+        for choice in chunk.get("choices") or ():
+            content = (choice.get("delta") or {}).get("content")
+            if isinstance(content, str):
+                self.delivered_text.append(content)
 
     # -- metering ----------------------------------------------------------------------------
-
-    def _deployment(self) -> Deployment:
-        if self.deployment is None:
-            raise RuntimeError("ChatCall used before ChatService.begin resolved it")
-        return self.deployment
 
     def _final_usage(self, status: int) -> Usage:
         if self.usage is not None:
             return self.usage
-        if status == 200 or self.first_byte is not None:
+        if status == 200 or self.meter.first_byte is not None:
             # The provider answered but gave no usage: bill what was delivered, labelled as such.
             return Usage(
                 prompt_tokens=estimate_prompt_tokens(self.request),
@@ -175,32 +207,7 @@ class ChatCall:
         await self._record(status=error.status, error_code=error.code)
 
     async def _record(self, *, status: int, error_code: str | None = None) -> None:
-        usage = self._final_usage(status)
-        now = time.perf_counter()
-        record = UsageRecord(
-            request_id=self.request_id,
-            tenant_id=self.principal.tenant_id,
-            key_id=self.principal.key_id,
-            model=self.request.model,
-            provider=self.deployment.provider_name if self.deployment else None,
-            upstream_model=self.deployment.upstream_model if self.deployment else None,
-            endpoint="chat.completions",
-            stream=self.request.stream,
-            status=status,
-            error_code=error_code,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            usage_source=usage.source,
-            latency_ms=round((now - self.started) * 1000),
-            ttfb_ms=round((self.first_byte - self.started) * 1000) if self.first_byte else None,
-            created_at_ms=self.created_at_ms,
-        )
-        try:
-            await asyncio.to_thread(self.usage_log.put, record)
-        except Exception:  # a lost analytics record must not fail the caller's request; it is logged
-            logger.exception("usage record not written", extra={"request_id": self.request_id})
+        await self.meter.record(status=status, usage=self._final_usage(status), error_code=error_code)
 
 
 async def _close(chunks: AsyncIterator[ChatChunk]) -> None:

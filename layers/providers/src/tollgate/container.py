@@ -6,9 +6,8 @@ services. Handlers and routes receive a ``Services`` object and never build anyt
 
 from __future__ import annotations
 
-
-from dataclasses import dataclass
 import threading
+from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from tollgate.settings import Settings
 if TYPE_CHECKING:
     from tollgate.admin.service import AdminService
     from tollgate.chat import ChatService
+    from tollgate.generation import GenerationService
     from tollgate.keys import KeyAuthenticator
     from tollgate.providers.registry import ProviderRegistry
     from tollgate.store.catalog import DynamoCatalog
@@ -122,6 +122,12 @@ class Services:
         from tollgate.chat import ChatService
 
         return ChatService(self.registry, self.usage_log)
+
+    @cached_property
+    def generation(self) -> GenerationService:
+        from tollgate.generation import GenerationService
+
+        return GenerationService(self.registry, self.usage_log)
 
     @cached_property
     def admin(self) -> AdminService:

@@ -65,7 +65,9 @@ class ModelNotFoundError(NotFoundError):
     default_code = "model_not_found"
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+        super().__init__(
+            f"The model '{model}' does not exist or you do not have access to it.", param="model"
+        )
 
 
 class ConflictError(TollgateError):

@@ -31,10 +31,12 @@ __all__ = ["DONE", "SSEDecoder", "SSEEvent", "encode_error", "encode_event"]
 DONE = b"data: [DONE]\n\n"
 
 # json.dumps builds a new encoder per call when given options; one prebuilt encoder avoids that.
-# Non-ASCII stays raw UTF-8: a CJK character is 3 bytes on the wire instead of a 6-byte escape.
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# ASCII output (non-ASCII as \u escapes) is as fast, and cannot fail on a lone surrogate that an
+# upstream's JSON may legally carry.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 _BOM = b"\xef\xbb\xbf"
+_new_event = tuple.__new__
 
 
 def encode_event(data: dict[str, Any] | str) -> bytes:
@@ -42,8 +44,8 @@ def encode_event(data: dict[str, Any] | str) -> bytes:
     if isinstance(data, str):
         if "\n" in data or "\r" in data:
             lines = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-            return ("".join(f"data: {line}\n" for line in lines) + "\n").encode()
-        return f"data: {data}\n\n".encode()
+            return ("".join(f"data: {line}\n" for line in lines) + "\n").encode("utf-8", "replace")
+        return f"data: {data}\n\n".encode("utf-8", "replace")
     return f"data: {_encode_json(data)}\n\n".encode()
 
 
@@ -104,12 +106,17 @@ class SSEDecoder:
         # bytes on "\n" never cuts a UTF-8 character, so complete lines decode safely.
         self._pending = lines.pop()
         events: list[SSEEvent] = []
+        data = self._data
         for line in lines:
             if not line:
-                if self._data:
+                if data:
                     events.append(self._dispatch())
+                    data = self._data
                 else:
                     self._event = None
+            elif line.startswith(b"data:"):  # the hot path, inlined
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                data.append(value.decode("utf-8", "replace"))
             elif line[0] != 0x3A:  # lines opening with ":" are comments, such as keep-alives
                 self._field(line)
         return events
@@ -141,12 +148,9 @@ class SSEDecoder:
 
     def _dispatch(self) -> SSEEvent:
         data = self._data
-        event = SSEEvent(
-            data[0] if len(data) == 1 else "\n".join(data),
-            self._event or "message",
-            self._last_id,
-            self._retry,
-        )
+        text = data[0] if len(data) == 1 else "\n".join(data)
+        # tuple.__new__ skips NamedTuple's Python-level __new__: half the cost, once per event.
+        event = _new_event(SSEEvent, (text, self._event or "message", self._last_id, self._retry))
         self._data = []
         self._event = None
         return event

@@ -86,9 +86,9 @@ class TenantOut(BaseModel):
 class KeyIn(Strict):
     tenant_id: Annotated[str, Field(pattern=ID_PATTERN)]
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    allowed_models: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]] | None, Field(max_length=256)] = (
-        None
-    )
+    allowed_models: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]] | None, Field(max_length=256)
+    ] = None
     expires_at: Annotated[int | None, Field(gt=0, description="Epoch seconds")] = None
 
 

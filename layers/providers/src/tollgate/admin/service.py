@@ -150,7 +150,9 @@ class AdminService:
     # -- tenants -------------------------------------------------------------------------------
 
     def create_tenant(self, body: TenantIn) -> TenantOut:
-        record = TenantRecord(id=body.id or f"t_{secrets.token_hex(8)}", name=body.name, created_at=self._now())
+        record = TenantRecord(
+            id=body.id or f"t_{secrets.token_hex(8)}", name=body.name, created_at=self._now()
+        )
         self._services.catalog.create_tenant(record)
         return tenant_out(record)
 
@@ -213,5 +215,10 @@ class AdminService:
         cursor: str | None,
     ) -> tuple[list[UsageRecord], str | None]:
         return self._services.usage_log.query(
-            since_ms=since_ms, until_ms=until_ms, tenant_id=tenant_id, key_id=key_id, limit=limit, cursor=cursor
+            since_ms=since_ms,
+            until_ms=until_ms,
+            tenant_id=tenant_id,
+            key_id=key_id,
+            limit=limit,
+            cursor=cursor,
         )

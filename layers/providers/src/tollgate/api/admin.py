@@ -62,7 +62,9 @@ def get_model_route(model: str, services: ServicesDep) -> RouteOut:
     return services.admin.get_route(model)
 
 
-@router.delete("/models/{model:path}", operation_id="deleteModelRoute", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/models/{model:path}", operation_id="deleteModelRoute", status_code=status.HTTP_204_NO_CONTENT
+)
 def delete_model_route(model: str, services: ServicesDep) -> Response:
     services.admin.delete_route(model)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

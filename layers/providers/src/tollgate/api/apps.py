@@ -18,7 +18,9 @@ from tollgate.container import Services
 from tollgate.settings import get_settings
 
 
-def create_app(routers: Sequence[APIRouter], *, title: str, services: Services | None = None) -> RequestContext:
+def create_app(
+    routers: Sequence[APIRouter], *, title: str, services: Services | None = None
+) -> RequestContext:
     shared = services or Services(get_settings())
 
     @asynccontextmanager

@@ -7,10 +7,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from tollgate.api.deps import PrincipalDep, RequestIdDep, ServicesDep
-from tollgate.schemas.openai import ChatRequest, ModelList
+from tollgate.schemas.openai import ChatRequest, EmbeddingRequest, ImageRequest, ModelList
 
 chat_router = APIRouter(tags=["chat"])
-models_router = APIRouter(tags=["models"])
+models_router = APIRouter(tags=["models"])  # the gateway function: models, embeddings, images
 health_router = APIRouter(tags=["health"])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -26,6 +26,20 @@ async def create_chat_completion(
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     completion = await call.complete()
     return JSONResponse(completion, background=BackgroundTask(call.record_success))
+
+
+@models_router.post("/v1/embeddings", operation_id="createEmbedding")
+async def create_embedding(
+    body: EmbeddingRequest, principal: PrincipalDep, services: ServicesDep, request_id: RequestIdDep
+) -> JSONResponse:
+    return JSONResponse(await services.generation.embed(principal, body, request_id))
+
+
+@models_router.post("/v1/images/generations", operation_id="createImage")
+async def create_image(
+    body: ImageRequest, principal: PrincipalDep, services: ServicesDep, request_id: RequestIdDep
+) -> JSONResponse:
+    return JSONResponse(await services.generation.image(principal, body, request_id))
 
 
 @models_router.get("/v1/models", operation_id="listModels")

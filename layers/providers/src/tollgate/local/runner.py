@@ -8,6 +8,7 @@ side by side. Providers whose usual environment variables are set are registered
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -94,13 +95,11 @@ def prepare(config: LocalConfig) -> str:
     resources = bootstrap(config.prefix, admin_key=config.admin_key)
     apply_environment(resources)
     get_settings.cache_clear()
-    services = Services(Settings())  # type: ignore[call-arg]
+    services = Services(Settings())
     for name, body in env_providers(dict(os.environ)).items():
         services.admin.put_provider(name, ProviderIn.model_validate(body))
-    try:
+    with contextlib.suppress(ConflictError):  # the tenant survives from an earlier start
         services.admin.create_tenant(TenantIn(id=LOCAL_TENANT, name="Local development"))
-    except ConflictError:
-        pass
     return services.admin.issue_key(KeyIn(tenant_id=LOCAL_TENANT, name="make dev")).key
 
 
@@ -136,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = LocalConfig.from_environment(argv)
     demo_key = prepare(config)
-    print(banner(config, demo_key), flush=True)  # noqa: T201 - the banner is the point of `make dev`
+    print(banner(config, demo_key), flush=True)
     uvicorn.run(local_app(), host=config.host, port=config.port, log_level="warning", access_log=False)
     return 0
 

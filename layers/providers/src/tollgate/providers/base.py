@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from tollgate.schemas.openai import ChatChunk, ChatRequest
+from tollgate.schemas.openai import ChatChunk, ChatRequest, EmbeddingRequest, ImageRequest
+
+#: Key an adapter puts in a synthetic final usage chunk to say its counts are estimates. The chat
+#: service reads and strips it; it never reaches a client.
+USAGE_SOURCE_MARKER = "x_tollgate_usage_source"
 
 #: Where a usage record's token counts came from.
 UsageSource = Literal["provider", "estimated", "partial"]
@@ -24,6 +28,8 @@ class Capability(StrEnum):
     TOOLS = "tools"
     VISION = "vision"
     JSON_MODE = "json_mode"
+    EMBEDDINGS = "embeddings"
+    IMAGES = "images"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +38,11 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    #: Prompt tokens read from the provider's prompt cache (a subset of ``prompt_tokens``).
     cached_tokens: int = 0
+    #: Prompt tokens written to the provider's prompt cache (a subset of ``prompt_tokens``).
+    cache_write_tokens: int = 0
+    #: Reasoning ("thinking") tokens (a subset of ``completion_tokens``).
     reasoning_tokens: int = 0
     source: UsageSource = "provider"
 
@@ -49,6 +59,7 @@ class Usage:
             prompt_tokens=_count(usage.get("prompt_tokens")),
             completion_tokens=_count(usage.get("completion_tokens")),
             cached_tokens=_count(prompt_details.get("cached_tokens")),
+            cache_write_tokens=_count(prompt_details.get("cache_write_tokens")),
             reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
         )
 
@@ -58,8 +69,11 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
-        if self.cached_tokens:
-            body["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.cached_tokens or self.cache_write_tokens:
+            details: dict[str, int] = {"cached_tokens": self.cached_tokens}
+            if self.cache_write_tokens:
+                details["cache_write_tokens"] = self.cache_write_tokens
+            body["prompt_tokens_details"] = details
         if self.reasoning_tokens:
             body["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return body
@@ -76,6 +90,23 @@ class ChatResult:
 
     completion: ChatChunk
     usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    """An OpenAI ``list`` of embeddings (``model`` set to the public name) and its usage."""
+
+    body: dict[str, Any]
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """An OpenAI images response (``created``, ``data``) and how many images it holds."""
+
+    body: dict[str, Any]
+    images: int
+    usage: Usage | None = None
 
 
 @runtime_checkable
@@ -102,4 +133,12 @@ class Provider(Protocol):
         ``TollgateError``; errors later raise it too, and the caller turns them into an SSE
         error event.
         """
+        ...
+
+    async def embed(self, request: EmbeddingRequest, upstream_model: str) -> EmbeddingResult:
+        """Embeddings, only for providers with ``Capability.EMBEDDINGS``."""
+        ...
+
+    async def image(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        """Image generation, only for providers with ``Capability.IMAGES``."""
         ...

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tollgate.cache import TTLCache
-from tollgate.errors import ModelNotFoundError, ServiceUnavailableError
+from tollgate.errors import ModelNotFoundError
+from tollgate.providers.factory import build_adapter
 from tollgate.providers.fake import FAKE_MODELS, FakeProvider
-from tollgate.providers.presets import PRESETS, Family
 from tollgate.schemas.openai import ModelCard
 
 if TYPE_CHECKING:
@@ -76,10 +76,13 @@ class ProviderRegistry:
     async def list_models(self) -> list[ModelCard]:
         routes = await asyncio.to_thread(self._catalog.list_routes)
         now = int(time.time())
-        cards = [ModelCard(id=route.model, created=route.created_at, owned_by=route.provider) for route in routes]
+        cards = [
+            ModelCard(id=route.model, created=route.created_at, owned_by=route.provider) for route in routes
+        ]
         if self._fake_enabled:
             cards.extend(
-                ModelCard(id=f"{FAKE_PROVIDER}/{name}", created=now, owned_by=FAKE_PROVIDER) for name in FAKE_MODELS
+                ModelCard(id=f"{FAKE_PROVIDER}/{name}", created=now, owned_by=FAKE_PROVIDER)
+                for name in FAKE_MODELS
             )
         return cards
 
@@ -119,17 +122,5 @@ class ProviderRegistry:
         return record, self._fake
 
     def _build(self, record: ProviderRecord) -> Provider:
-        preset = PRESETS.get(record.type)
-        if preset is None:
-            raise ServiceUnavailableError(f"Provider '{record.name}' has an unknown type.")
-        if preset.family is Family.FAKE:
-            return FakeProvider(record.name)
         api_key = self._secrets.provider_key(record.secret_id) if record.secret_id else None
-        if preset.needs_key and api_key is None:
-            raise ServiceUnavailableError(f"Provider '{record.name}' has no credential configured.")
-        base_url = record.base_url or preset.base_url
-        if base_url is None:
-            raise ServiceUnavailableError(f"Provider '{record.name}' has no base URL configured.")
-        from tollgate.providers.openai_compat import OpenAICompatibleProvider
-
-        return OpenAICompatibleProvider(record.name, preset, base_url, api_key, self._http)
+        return build_adapter(record, api_key, self._http)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -83,6 +83,46 @@ class ChatRequest(BaseModel):
     def output_limit(self) -> int | None:
         """The client's cap on output tokens (``max_completion_tokens`` wins over ``max_tokens``)."""
         return self.max_completion_tokens or self.max_tokens
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[int | None, Field(ge=1, le=65_536)] = None
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input_not_empty(cls, value: str | list[Any]) -> str | list[Any]:
+        if not value:
+            raise ValueError("input must not be empty")
+        return value
+
+    def texts(self) -> list[str]:
+        """The inputs as strings (token-id inputs are not text, and come back empty)."""
+        if isinstance(self.input, str):
+            return [self.input]
+        return [item if isinstance(item, str) else "" for item in self.input]
+
+
+class ImageRequest(BaseModel):
+    """``POST /v1/images/generations``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    prompt: Annotated[str, Field(min_length=1, max_length=32_000)]
+    n: Annotated[int, Field(ge=1, le=10)] = 1
+    size: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    user: str | None = None
 
 
 class ModelCard(BaseModel):

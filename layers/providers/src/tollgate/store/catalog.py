@@ -142,7 +142,9 @@ class DynamoCatalog:
     def get_key(self, key_id: str) -> KeyRecord | None:
         return self._get(f"KEY#{key_id}", KeyRecord)
 
-    def list_keys(self, tenant_id: str, *, limit: int, after: str | None) -> tuple[list[KeyRecord], str | None]:
+    def list_keys(
+        self, tenant_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[KeyRecord], str | None]:
         return self._list(f"TENANT#{tenant_id}#KEY", KeyRecord, limit=limit, after=after)
 
     def revoke_key(self, key_id: str, revoked_at: int) -> KeyRecord:

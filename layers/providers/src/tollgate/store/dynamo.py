@@ -52,5 +52,5 @@ def from_attribute(attribute: AttributeValue) -> Any:
     raise TypeError(f"unexpected DynamoDB attribute type {kind}")
 
 
-def from_item(item: Mapping[str, AttributeValue]) -> dict[str, Any]:
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {name: from_attribute(attribute) for name, attribute in item.items()}

@@ -41,7 +41,9 @@ class SecretStore:
     def _read(self, secret_id: str, *, force: bool = False) -> str:
         try:
             value = self._cached.get(secret_id, max_age=self._max_age, force_fetch=force)
-        except Exception as error:  # Powertools wraps every failure; the id is safe to log, the value never is
+        except (
+            Exception
+        ) as error:  # Powertools wraps every failure; the id is safe to log, the value never is
             raise ServiceUnavailableError("A required secret could not be read.") from error
         if not isinstance(value, str) or not value:
             raise ServiceUnavailableError("A required secret is empty.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,10 +64,10 @@ class DynamoUsageLog:
             }
         )
         # Keyed by request id: a retried write of the same record is a no-op, never a second record.
-        try:
-            self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except self._client.exceptions.ConditionalCheckFailedException:
-            pass
+        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
+            self._client.put_item(
+                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
 
     def query(
         self,
@@ -90,24 +91,30 @@ class DynamoUsageLog:
         }
         filters: list[str] = []
         if key_id is not None:
-            base |= {"IndexName": _BY_KEY, "KeyConditionExpression": "key_id = :part AND sk BETWEEN :lo AND :hi"}
+            base |= {
+                "IndexName": _BY_KEY,
+                "KeyConditionExpression": "key_id = :part AND sk BETWEEN :lo AND :hi",
+            }
             base["ExpressionAttributeValues"][":part"] = {"S": key_id}
             if tenant_id is not None:
                 filters.append("tenant_id = :tenant")
                 base["ExpressionAttributeValues"][":tenant"] = {"S": tenant_id}
-            partitions = [None]
+            partitions: list[str | None] = [None]
         elif tenant_id is not None:
             base["KeyConditionExpression"] = "pk = :part AND sk BETWEEN :lo AND :hi"
             base["ExpressionAttributeValues"][":part"] = {"S": f"TENANT#{tenant_id}"}
             partitions = [None]
         else:
-            partitions = list(_days_descending(since_ms, until_ms))
+            partitions = list[str | None](_days_descending(since_ms, until_ms))
             if len(partitions) > MAX_UNSCOPED_DAYS:
                 raise InvalidRequestError(
                     f"Without tenant_id or key_id, a usage query may span at most {MAX_UNSCOPED_DAYS} days.",
                     param="since",
                 )
-            base |= {"IndexName": _BY_DAY, "KeyConditionExpression": "#day = :part AND sk BETWEEN :lo AND :hi"}
+            base |= {
+                "IndexName": _BY_DAY,
+                "KeyConditionExpression": "#day = :part AND sk BETWEEN :lo AND :hi",
+            }
             base["ExpressionAttributeNames"] = {"#day": "day"}
         if filters:
             base["FilterExpression"] = " AND ".join(filters)
@@ -119,7 +126,10 @@ class DynamoUsageLog:
             arguments = {**base, "Limit": limit - len(records)}
             day = partitions[position]
             if day is not None:
-                arguments["ExpressionAttributeValues"] = {**base["ExpressionAttributeValues"], ":part": {"S": day}}
+                arguments["ExpressionAttributeValues"] = {
+                    **base["ExpressionAttributeValues"],
+                    ":part": {"S": day},
+                }
             if start_key:
                 arguments["ExclusiveStartKey"] = start_key
             response = self._client.query(**arguments)

@@ -1,0 +1,276 @@
+"""The outbound URL guard: what Tollgate may call, checked on the URL text and again at connect time."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+import aiohttp
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.support.openai_upstream import OpenAIUpstream
+from tollgate.errors import InvalidRequestError, UpstreamError
+from tollgate.providers.http import (
+    ForbiddenUpstreamAddressError,
+    GuardedResolver,
+    HttpClient,
+    check_upstream_url,
+)
+
+STRICT = {"allow_loopback": False, "allow_private": False}
+LOCAL = {"allow_loopback": True, "allow_private": True}
+
+
+def allowed(url: str, policy: dict[str, bool]) -> bool:
+    """Whether the guard lets ``url`` through; a refusal must be a 400 about ``base_url``."""
+    refusal: InvalidRequestError | None = None
+    try:
+        check_upstream_url(url, **policy)
+    except InvalidRequestError as error:
+        refusal = error
+    if refusal is None:
+        return True
+    assert (refusal.status, refusal.param) == (400, "base_url")
+    return False
+
+
+PUBLIC = [
+    "https://api.openai.com/v1",
+    "https://api.deepseek.com/v1",
+    "https://ark.cn-beijing.volces.com/api/v3",
+    "http://203.0.114.1:8080/v1",
+    "https://1.1.1.1/v1",
+    "https://[2606:4700:4700::1111]/v1",
+    "https://xn--n3h.example/v1",
+    "http://ollama:11434/v1",  # a name: its addresses are checked when connecting
+]
+
+# Refused whatever the operator allows.
+ALWAYS_REFUSED = [
+    "ftp://api.example.com/",  # not http(s)
+    "file:///etc/passwd",
+    "gopher://api.example.com/",
+    "https:///v1",  # no host
+    "https://user:pass@api.example.com/v1",  # credentials in the URL
+    "https://user@api.example.com/v1",
+    "https://@api.example.com/v1",
+    "https://api.example.com\\@169.254.169.254/",  # a parser-confusion spelling
+    "https://api.exa mple.com/",
+    "http://169.254.169.254/latest/meta-data/",  # metadata
+    "http://169.254.170.2/v2/credentials",  # ECS task credentials
+    "http://[fd00:ec2::254]/latest/meta-data/",
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://METADATA.google.internal./",
+    "http://100.100.100.200/",  # Alibaba Cloud metadata, inside CGNAT space
+    "http://169.254.1.1/",  # link-local
+    "http://[fe80::1]/",
+    "http://[fe80::1%25eth0]/",
+    "http://0.0.0.0:8080/",  # unspecified
+    "http://0/",
+    "http://[::]/",
+    "http://224.0.0.1/",  # multicast
+    "http://[ff02::1]/",
+    "http://240.0.0.1/",  # reserved
+    "http://255.255.255.255/",
+    "http://192.0.2.10/",  # documentation
+    "http://[::ffff:169.254.169.254]/",  # IPv4-mapped IPv6
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64
+    "http://[2002:a9fe:a9fe::1]/",  # 6to4
+    "http://2852039166/",  # 169.254.169.254 as one decimal number
+    "http://0xa9fea9fe/",  # ...in hex
+    "http://0251.0376.0251.0376/",  # ...in octal
+    "http://134744072/",  # 8.8.8.8: a public address, but not in dotted-decimal form
+    "http://%6c%6fcalhost/",  # percent-encoded host names are not host names
+]
+
+LOOPBACK = [
+    "http://127.0.0.1:11434/v1",
+    "http://127.8.9.10/",
+    "http://localhost:8080/v1",
+    "http://LOCALHOST./v1",
+    "http://api.localhost/v1",
+    "http://[::1]:11434/v1",
+    "http://[::ffff:127.0.0.1]/",
+]
+LOOPBACK_SPELLINGS = ["http://2130706433/", "http://0x7f000001/", "http://0177.0.0.1/", "http://127.1/"]
+
+PRIVATE = [
+    "http://10.0.0.5/v1",
+    "http://172.16.0.1/",
+    "http://172.31.255.254/",
+    "http://192.168.1.20:8000/v1",
+    "http://100.64.0.1/",  # CGNAT
+    "http://[fc00::1]/",
+    "http://[fd12:3456::1]/",
+    "http://[::ffff:10.0.0.1]/",
+]
+
+
+@pytest.mark.parametrize("url", PUBLIC)
+def test_public_provider_urls_are_allowed(url: str) -> None:
+    assert allowed(url, STRICT)
+    assert allowed(url, LOCAL)
+
+
+@pytest.mark.parametrize("url", ALWAYS_REFUSED)
+def test_some_urls_are_refused_whatever_the_policy(url: str) -> None:
+    assert not allowed(url, STRICT)
+    assert not allowed(url, LOCAL)
+
+
+@pytest.mark.parametrize("url", LOOPBACK)
+def test_loopback_is_refused_unless_allowed(url: str) -> None:
+    assert not allowed(url, STRICT)
+    assert not allowed(url, {"allow_loopback": False, "allow_private": True})
+    assert allowed(url, {"allow_loopback": True, "allow_private": False})
+
+
+@pytest.mark.parametrize("url", LOOPBACK_SPELLINGS)
+def test_integer_spellings_of_loopback_are_recognised(url: str) -> None:
+    with pytest.raises(InvalidRequestError, match="loopback"):
+        check_upstream_url(url, **STRICT)
+    assert not allowed(url, LOCAL)  # still refused: only dotted-decimal is accepted
+
+
+@pytest.mark.parametrize("url", PRIVATE)
+def test_private_ranges_are_refused_unless_allowed(url: str) -> None:
+    assert not allowed(url, STRICT)
+    assert not allowed(url, {"allow_loopback": True, "allow_private": False})
+    assert allowed(url, {"allow_loopback": False, "allow_private": True})
+
+
+def test_the_refusal_never_echoes_the_url() -> None:
+    url = "http://169.254.169.254/latest?token=secret-token"
+    with pytest.raises(InvalidRequestError) as refusal:
+        check_upstream_url(url, **LOCAL)
+    assert "secret-token" not in refusal.value.message
+    assert "169.254" not in refusal.value.message
+
+
+@given(st.ip_addresses(v=4))
+def test_ipv4_mapped_ipv6_is_judged_like_its_ipv4(address: ipaddress.IPv4Address) -> None:
+    for policy in (STRICT, LOCAL):
+        assert allowed(f"http://[::ffff:{address}]/", policy) == allowed(f"http://{address}/", policy)
+
+
+@given(st.ip_addresses(v=4))
+def test_an_integer_ipv4_spelling_is_never_allowed(address: ipaddress.IPv4Address) -> None:
+    assert not allowed(f"http://{int(address)}/", LOCAL)
+    assert not allowed(f"http://{hex(int(address))}/", LOCAL)
+
+
+# -- At connect time -------------------------------------------------------------------------
+
+
+class StaticResolver(AbstractResolver):
+    """DNS as a test wants it: every name resolves to the given addresses."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [("169.254.169.254",), ("93.184.216.34", "169.254.169.254"), ("::ffff:169.254.169.254",), ("10.0.0.1",)],
+)
+def test_the_resolver_refuses_a_name_that_resolves_to_a_forbidden_address(addresses: tuple[str, ...]) -> None:
+    resolver = GuardedResolver(allow_loopback=True, allow_private=False, inner=StaticResolver(*addresses))
+
+    with pytest.raises(ForbiddenUpstreamAddressError):
+        asyncio.run(resolver.resolve("innocent.example", 443))
+
+
+def test_the_resolver_passes_allowed_addresses_on() -> None:
+    resolver = GuardedResolver(
+        allow_loopback=False, allow_private=False, inner=StaticResolver("93.184.216.34")
+    )
+
+    [result] = asyncio.run(resolver.resolve("api.example.com", 443))
+    assert result["host"] == "93.184.216.34"
+
+
+async def _get_through(resolver: GuardedResolver, url: str) -> int:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver)) as session,
+        session.get(url, allow_redirects=False) as response,
+    ):
+        return response.status
+
+
+def test_dns_rebinding_to_a_forbidden_address_is_refused_when_connecting() -> None:
+    async def scenario() -> None:
+        async with OpenAIUpstream(api_key=None) as upstream:
+            url = f"http://rebound.example:{upstream.port}/v1/models"
+            strict = GuardedResolver(
+                allow_loopback=False, allow_private=False, inner=StaticResolver("127.0.0.1")
+            )
+            relaxed = GuardedResolver(
+                allow_loopback=True, allow_private=False, inner=StaticResolver("127.0.0.1")
+            )
+
+            with pytest.raises(aiohttp.ClientConnectorError) as refused:
+                await _get_through(strict, url)
+            assert isinstance(refused.value.os_error, ForbiddenUpstreamAddressError)
+            assert await _get_through(relaxed, url) == 200  # the same server, when the policy allows it
+
+    asyncio.run(scenario())
+
+
+def test_the_clients_session_resolves_localhost_through_the_guard() -> None:
+    async def scenario() -> None:
+        async with OpenAIUpstream(api_key=None) as upstream:
+            strict, local = HttpClient(allow_loopback=False), HttpClient(allow_loopback=True)
+            try:
+                # Straight through the session: past the URL text check, so only the resolver decides.
+                with pytest.raises(aiohttp.ClientConnectorError) as refused:
+                    await strict.session().get(f"http://localhost:{upstream.port}/v1/models")
+                assert isinstance(refused.value.os_error, ForbiddenUpstreamAddressError)
+                async with local.session().get(f"http://localhost:{upstream.port}/v1/models") as response:
+                    assert response.status == 200
+            finally:
+                await strict.close()
+                await local.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_client_refuses_an_ip_literal_the_resolver_never_sees() -> None:
+    async def scenario() -> None:
+        async with OpenAIUpstream(api_key=None) as upstream:
+            client = HttpClient(allow_loopback=False)
+            try:
+                with pytest.raises(UpstreamError) as refused:
+                    async with client.post(
+                        f"{upstream.base_url}/chat/completions", b"{}", headers={}, provider="loopback"
+                    ):
+                        pass
+            finally:
+                await client.close()
+            assert refused.value.code == "upstream_address_forbidden"
+            assert refused.value.status == 502
+            assert upstream.requests == []
+
+    asyncio.run(scenario())
