@@ -1,38 +1,49 @@
-"""Chat completions: resolve the model, call the provider, meter the result.
+"""Chat completions: resolve, admit, call the provider, settle.
 
-``ChatService.begin`` does everything that can fail with a clean HTTP error (access, model
-resolution) before a response starts. A ``ChatCall`` then runs the request either way:
+``ChatService.begin`` does everything that can fail with a clean HTTP error before a response
+starts: access, model resolution and admission (the worst case is held, or the request is
+refused with 402, 429 or 503 before any upstream call). A ``ChatCall`` then runs it either way:
 
-* ``complete()`` returns the finished ``chat.completion`` body;
+* ``complete()`` returns the finished ``chat.completion`` body, already settled;
 * ``open_stream()`` waits for the provider's first chunk (so an upstream failure is still an
-  HTTP error), then returns the encoded byte stream. A failure after that first byte becomes an
-  error event in the client's wire format.
+  HTTP error, and the hold is voided), then returns the encoded byte stream. The request is
+  settled when the provider's usage arrives, just before the usage chunk goes out; a failure
+  after the first byte becomes an error event in the client's wire format and is settled on
+  what was delivered.
 
-Every call ends in exactly one usage record, whatever happened.
+If the client goes away mid-stream, a background task keeps reading the provider's stream for
+up to ``stream_drain_seconds`` to get its real usage, and otherwise settles an estimate of what
+was delivered. Once the provider accepted a request, the bill is never zero.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tollgate import sse
+from tollgate.billing import Bill, Demand, Replay
 from tollgate.errors import ModelNotFoundError, TollgateError, UpstreamError
 from tollgate.metering import Meter
 from tollgate.observability import logger
 from tollgate.providers.base import USAGE_SOURCE_MARKER, Usage, UsageSource
-from tollgate.tokens import estimate_prompt_tokens, estimate_tokens
+from tollgate.tokens import estimate_prompt_tokens, estimate_tokens, prompt_token_bound
 
 if TYPE_CHECKING:
+    from tollgate.billing import Billing
     from tollgate.keys import Principal
     from tollgate.providers.registry import Deployment, ProviderRegistry
     from tollgate.schemas.openai import ChatChunk, ChatRequest
-    from tollgate.store.usage import DynamoUsageLog
+    from tollgate.settings import Settings
 
 #: HTTP status recorded when the client went away before the response finished (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: Drain tasks still running after their client left; kept so they are not garbage-collected.
+_DRAINS: set[asyncio.Task[None]] = set()
 
 
 class StreamEncoder(Protocol):
@@ -71,27 +82,57 @@ class OpenAIStreamEncoder:
         return sse.encode_error(error) + sse.DONE
 
 
-class ChatService:
-    def __init__(self, registry: ProviderRegistry, usage_log: DynamoUsageLog) -> None:
-        self._registry = registry
-        self._usage_log = usage_log
+def bill_fields(bill: Bill, currency: str) -> dict[str, Any]:
+    """What Tollgate adds to a response's ``usage``: the cost, and the balance in credit mode."""
+    fields: dict[str, Any] = {"cost": str(bill.charged), "currency": currency}
+    if bill.balance is not None:
+        fields["balance"] = str(bill.balance)
+    if not bill.priced:
+        fields["priced"] = False
+    return fields
 
-    async def begin(self, principal: Principal, request: ChatRequest, request_id: str) -> ChatCall:
+
+def bill_headers(bill: Bill, currency: str) -> dict[str, str]:
+    headers = {"x-tollgate-cost": str(bill.charged), "x-tollgate-currency": currency}
+    if bill.balance is not None:
+        headers["x-tollgate-balance"] = str(bill.balance)
+    return headers
+
+
+class ChatService:
+    def __init__(self, registry: ProviderRegistry, billing: Billing, settings: Settings) -> None:
+        self._registry = registry
+        self._billing = billing
+        self._settings = settings
+
+    async def begin(
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        request_id: str,
+        *,
+        idempotency: tuple[str, str] | None = None,
+    ) -> ChatCall:
         meter = Meter(
-            self._usage_log,
+            self._billing,
             principal,
             request_id,
             model=request.model,
             endpoint="chat.completions",
             stream=request.stream,
         )
-        call = ChatCall(meter, request)
+        call = ChatCall(meter, request, self._settings)
         try:
             if not principal.may_use(request.model):
                 raise ModelNotFoundError(request.model)
             meter.deployment = await self._registry.resolve(request.model)
+            demand = Demand(
+                prompt_tokens=prompt_token_bound(request),
+                output_tokens=request.output_limit or self._settings.default_max_output_tokens,
+            )
+            call.replay = await meter.admit(demand, idempotency)
         except TollgateError as error:
-            await call.record_failure(error)
+            await meter.void(status=error.status, error_code=error.code)
             raise
         return call
 
@@ -100,7 +141,10 @@ class ChatService:
 class ChatCall:
     meter: Meter
     request: ChatRequest
+    settings: Settings
+    replay: Replay | None = None
     usage: Usage | None = None
+    bill: Bill | None = None
     delivered_text: list[str] = field(default_factory=list)
 
     @property
@@ -109,40 +153,51 @@ class ChatCall:
             raise RuntimeError("ChatCall used before ChatService.begin resolved it")
         return self.meter.deployment
 
+    @property
+    def currency(self) -> str:
+        return self.settings.currency
+
     # -- non-streamed ------------------------------------------------------------------------
 
-    async def complete(self) -> ChatChunk:
+    async def complete(self) -> bytes:
+        """Runs the request; returns the settled ``chat.completion`` JSON body."""
         deployment = self.deployment
         try:
             result = await deployment.provider.chat(self.request, deployment.upstream_model)
         except TollgateError as error:
-            await self.record_failure(error)
+            await self.meter.void(status=error.status, error_code=error.code)
             raise
         self.meter.mark_first_byte()
         self.usage = result.usage
-        return result.completion
+        self.bill = self.meter.quote(result.usage)
+        completion = result.completion
+        completion["usage"] = {**(completion.get("usage") or result.usage.to_openai()), **self._bill_fields()}
+        body = _JSON(completion)
+        await self.meter.settle(
+            status=200, usage=result.usage, bill=self.bill, replay=Replay("application/json", body)
+        )
+        return body.encode()
 
-    async def record_success(self) -> None:
-        await self._record(status=200)
+    def _bill_fields(self) -> dict[str, Any]:
+        return bill_fields(self.bill, self.currency) if self.bill else {}
+
+    def headers(self) -> dict[str, str]:
+        return bill_headers(self.bill, self.currency) if self.bill else {}
 
     # -- streamed ----------------------------------------------------------------------------
 
     async def open_stream(self, encoder: StreamEncoder | None = None) -> AsyncIterator[bytes]:
-        """Waits for the provider's first chunk, then returns the encoded byte stream.
-
-        ``encoder`` turns chunks into the client's wire format: OpenAI's SSE by default; the
-        Anthropic-compatible route passes its own.
-        """
+        """Waits for the provider's first chunk, then returns the encoded byte stream."""
         deployment = self.deployment
         chunks = deployment.provider.stream(self.request, deployment.upstream_model)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
             error = UpstreamError("The provider ended the stream before sending anything.")
-            await self.record_failure(error)
+            await self.meter.void(status=error.status, error_code=error.code)
             raise error from None
         except TollgateError as error:
-            await self.record_failure(error)
+            await self.meter.void(status=error.status, error_code=error.code)
             raise
         self.meter.mark_first_byte()
         return self._events(first, chunks, encoder or OpenAIStreamEncoder(self.request.wants_usage_chunk))
@@ -150,64 +205,120 @@ class ChatCall:
     async def _events(
         self, first: ChatChunk, chunks: AsyncIterator[ChatChunk], encoder: StreamEncoder
     ) -> AsyncIterator[bytes]:
-        status, error_code = 200, None
+        sent: list[bytes] | None = [] if self._keeps_replay() else None
+        handed_off = False
         try:
             chunk: ChatChunk | None = first
             while chunk is not None:
+                if self._is_usage(chunk):
+                    closing = await self._settle_stream(chunk, encoder, sent)
+                    yield closing
+                    await _drain_rest(chunks)
+                    return
                 self._track(chunk)
                 encoded = encoder.chunk(chunk)
                 if encoded:
+                    if sent is not None:
+                        sent.append(encoded)
                     yield encoded
                 chunk = await anext(chunks, None)
-            yield encoder.finish(self._final_usage(200))
+            # The provider ended without usage: settle on what was delivered.
+            yield await self._settle_stream(None, encoder, sent)
         except TollgateError as error:
-            status, error_code = error.status, error.code
-            logger.warning(
-                "stream failed after first byte",
-                extra={"request_id": self.meter.request_id, "code": error.code},
+            context = {"request_id": self.meter.request_id, "code": error.code}
+            logger.warning("stream failed after first byte", extra=context)
+            await self.meter.settle(
+                status=error.status,
+                usage=self._delivered(),
+                bill=self.meter.quote(self._delivered()),
+                error_code=error.code,
             )
             yield encoder.error(error)
         except (asyncio.CancelledError, GeneratorExit):
-            status, error_code = CLIENT_CLOSED_REQUEST, "client_disconnected"
+            handed_off = True
+            task = asyncio.get_running_loop().create_task(self._drain_after_disconnect(chunks))
+            _DRAINS.add(task)
+            task.add_done_callback(_DRAINS.discard)
             raise
         finally:
+            if not handed_off:
+                await _close(chunks)
+
+    async def _settle_stream(
+        self, usage_chunk: ChatChunk | None, encoder: StreamEncoder, sent: list[bytes] | None
+    ) -> bytes:
+        """Settles on the provider's usage (or what was delivered) and returns the closing bytes."""
+        if usage_chunk is not None:
+            self._take_usage(usage_chunk)
+        usage = self.usage or self._delivered()
+        self.bill = self.meter.quote(usage)
+        closing = b""
+        if usage_chunk is not None:
+            usage_chunk["usage"] = {**usage_chunk["usage"], **self._bill_fields()}
+            closing = encoder.chunk(usage_chunk) or b""
+        closing += encoder.finish(usage)
+        replay = None
+        if sent is not None:
+            replay = Replay("text/event-stream", (b"".join(sent) + closing).decode())
+        await self.meter.settle(status=200, usage=usage, bill=self.bill, replay=replay)
+        return closing
+
+    async def _drain_after_disconnect(self, chunks: AsyncIterator[ChatChunk]) -> None:
+        """The client left: read on (within the cap) for the provider's usage, then settle."""
+        try:
+            async with asyncio.timeout(self.settings.stream_drain_seconds):
+                async for chunk in chunks:
+                    if self._is_usage(chunk):
+                        self._take_usage(chunk)
+                        break
+                    self._track(chunk)
+        except Exception:  # a stall, an upstream error or the cap: the request is settled below all the same
+            logger.info("drain after disconnect ended early", extra={"request_id": self.meter.request_id})
+        finally:
             await _close(chunks)
-            # Shielded: a client disconnect cancels this generator, but never the usage record.
-            await asyncio.shield(self._record(status=status, error_code=error_code))
+        usage = self.usage or self._delivered()
+        await self.meter.settle(
+            status=CLIENT_CLOSED_REQUEST,
+            usage=usage,
+            bill=self.meter.quote(usage),
+            error_code="client_disconnected",
+        )
+
+    # -- usage tracking ------------------------------------------------------------------------
+
+    @staticmethod
+    def _is_usage(chunk: ChatChunk) -> bool:
+        return bool(chunk.get("usage")) and not chunk.get("choices")
+
+    def _take_usage(self, chunk: ChatChunk) -> None:
+        source: UsageSource = chunk.pop(USAGE_SOURCE_MARKER, "provider")
+        self.usage = Usage.from_openai(chunk["usage"])
+        if source != "provider":
+            self.usage = replace(self.usage, source=source)
 
     def _track(self, chunk: ChatChunk) -> None:
-        """Notes a chunk's delivered text, or takes the usage a final usage chunk carries."""
-        usage = chunk.get("usage")
-        if usage and not chunk.get("choices"):
-            source: UsageSource = chunk.pop(USAGE_SOURCE_MARKER, "provider")
-            self.usage = Usage.from_openai(usage)
-            if source != "provider":
-                self.usage = replace(self.usage, source=source)
-            return
         for choice in chunk.get("choices") or ():
             content = (choice.get("delta") or {}).get("content")
             if isinstance(content, str):
                 self.delivered_text.append(content)
 
-    # -- metering ----------------------------------------------------------------------------
+    def _delivered(self) -> Usage:
+        """An estimate of a cut-off stream: the prompt, and the text delivered so far."""
+        return Usage(
+            prompt_tokens=estimate_prompt_tokens(self.request),
+            completion_tokens=max(estimate_tokens("".join(self.delivered_text)), 1),
+            source="partial",
+        )
 
-    def _final_usage(self, status: int) -> Usage:
-        if self.usage is not None:
-            return self.usage
-        if status == 200 or self.meter.first_byte is not None:
-            # The provider answered but gave no usage: bill what was delivered, labelled as such.
-            return Usage(
-                prompt_tokens=estimate_prompt_tokens(self.request),
-                completion_tokens=estimate_tokens("".join(self.delivered_text)),
-                source="partial",
-            )
-        return Usage(prompt_tokens=0, completion_tokens=0, source="estimated")
+    def _keeps_replay(self) -> bool:
+        admission = self.meter.admission
+        return admission is not None and admission.hold is not None and admission.hold.idempotency is not None
 
-    async def record_failure(self, error: TollgateError) -> None:
-        await self._record(status=error.status, error_code=error.code)
 
-    async def _record(self, *, status: int, error_code: str | None = None) -> None:
-        await self.meter.record(status=status, usage=self._final_usage(status), error_code=error_code)
+async def _drain_rest(chunks: AsyncIterator[ChatChunk]) -> None:
+    """Anything after the usage chunk (nothing, normally) is read and dropped."""
+    async for _ in chunks:
+        pass
 
 
 async def _close(chunks: AsyncIterator[ChatChunk]) -> None:

@@ -15,11 +15,13 @@ from tollgate.settings import Settings
 
 if TYPE_CHECKING:
     from tollgate.admin.service import AdminService
+    from tollgate.billing import Billing
     from tollgate.chat import ChatService
     from tollgate.generation import GenerationService
     from tollgate.keys import KeyAuthenticator
     from tollgate.providers.registry import ProviderRegistry
     from tollgate.store.catalog import DynamoCatalog
+    from tollgate.store.ledger import DynamoLedger
     from tollgate.store.secrets import SecretStore
     from tollgate.store.usage import DynamoUsageLog
 
@@ -76,6 +78,23 @@ class Services:
         )
 
     @cached_property
+    def ledger(self) -> DynamoLedger:
+        from tollgate.store.ledger import DynamoLedger
+
+        return DynamoLedger(
+            self.dynamodb,
+            self.settings.ledger_table,
+            usage_table=self.settings.usage_table,
+            usage_retention_days=self.settings.usage_retention_days,
+        )
+
+    @cached_property
+    def billing(self) -> Billing:
+        from tollgate.billing import Billing
+
+        return Billing(self.settings, self.catalog, self.ledger)
+
+    @cached_property
     def secrets(self) -> SecretStore:
         from tollgate.store.secrets import SecretStore
 
@@ -121,13 +140,13 @@ class Services:
     def chat(self) -> ChatService:
         from tollgate.chat import ChatService
 
-        return ChatService(self.registry, self.usage_log)
+        return ChatService(self.registry, self.billing, self.settings)
 
     @cached_property
     def generation(self) -> GenerationService:
         from tollgate.generation import GenerationService
 
-        return GenerationService(self.registry, self.usage_log)
+        return GenerationService(self.registry, self.billing, self.settings)
 
     @cached_property
     def admin(self) -> AdminService:

@@ -50,6 +50,14 @@ class AuthenticationError(TollgateError):
     default_code = "invalid_api_key"
 
 
+class InsufficientCreditsError(TollgateError):
+    """Not enough credits for the worst case of this request (402, which SDKs do not retry)."""
+
+    status = 402
+    type = "insufficient_quota"
+    default_code = "insufficient_credits"
+
+
 class PermissionDeniedError(TollgateError):
     status = 403
     type = "permission_error"

@@ -26,7 +26,7 @@ from tollgate.errors import AuthenticationError
 
 if TYPE_CHECKING:
     from tollgate.store.catalog import DynamoCatalog
-    from tollgate.store.records import KeyRecord
+    from tollgate.store.records import Budget, KeyLimits, KeyRecord
     from tollgate.store.secrets import SecretStore
 
 KEY_PREFIX = "tg-"
@@ -54,6 +54,8 @@ class Principal:
     tenant_id: str
     key_id: str
     allowed_models: frozenset[str] | None
+    budget: Budget | None = None
+    limits: KeyLimits | None = None
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -125,7 +127,13 @@ class KeyAuthenticator:
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthenticationError("This API key has expired.", code="expired_api_key")
         allowed = frozenset(record.allowed_models) if record.allowed_models is not None else None
-        return Principal(tenant_id=record.tenant_id, key_id=record.id, allowed_models=allowed)
+        return Principal(
+            tenant_id=record.tenant_id,
+            key_id=record.id,
+            allowed_models=allowed,
+            budget=record.budget,
+            limits=record.limits,
+        )
 
     def forget(self, key_id: str) -> None:
         """Drops a cached key (this process only; others see the change within the cache TTL)."""

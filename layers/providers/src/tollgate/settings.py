@@ -8,6 +8,7 @@ local mode (set by ``tollgate.local``). Logic receives a ``Settings`` object; it
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,7 @@ class Settings(BaseSettings):
 
     catalog_table: str = Field(description="DynamoDB table of providers, model routes, tenants and keys")
     usage_table: str = Field(description="DynamoDB table of per-request usage records")
+    ledger_table: str = Field(description="DynamoDB table of balances, holds, entries and rate windows")
     pepper_secret: str = Field(description="Secrets Manager id of the HMAC pepper for hub keys")
     admin_key_secret: str = Field(description="Secrets Manager id of the bootstrap admin key")
     provider_secret_prefix: str = Field(
@@ -34,6 +36,30 @@ class Settings(BaseSettings):
     )
     allow_private_upstreams: bool = Field(
         default=False, description="Allow provider base URLs on private networks"
+    )
+    billing_mode: Literal["enterprise", "credits"] = Field(
+        default="enterprise",
+        description="enterprise: meter at provider cost, optional budgets; credits: prepaid tenant credits",
+    )
+    currency: str = Field(default="USD", max_length=16, description="What one unit of money is called")
+    starter_credits: str = Field(
+        default="0", pattern=r"^\d{1,12}(\.\d{1,6})?$", description="Credits granted once to each new tenant"
+    )
+    starter_credits_days: int = Field(
+        default=30, ge=1, description="Days until unused starter credits expire"
+    )
+    hold_ttl_seconds: int = Field(
+        default=20 * 60,
+        ge=60,
+        description="Age after which the sweeper settles a hold left by a dead process",
+    )
+    default_max_output_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Worst-case output tokens held when neither request nor route sets one",
+    )
+    stream_drain_seconds: float = Field(
+        default=30.0, ge=0, description="After a client disconnects, how long to keep reading for usage"
     )
     enable_fake_provider: bool = Field(
         default=False, description="Serve the deterministic fake/* models (local mode and tests)"

@@ -9,25 +9,43 @@ from typing import TYPE_CHECKING
 
 from tollgate.admin.schemas import (
     MODEL_PATTERN,
+    BalanceOut,
+    BudgetOut,
+    CreditIn,
+    EntryOut,
     IssuedKeyOut,
     KeyIn,
     KeyOut,
+    LimitsIn,
+    PriceIn,
+    PriceOut,
     ProviderIn,
     ProviderOut,
     RouteIn,
     RouteOut,
     TenantIn,
     TenantOut,
+    TenantUpdate,
 )
 from tollgate.errors import InvalidRequestError, NotFoundError
 from tollgate.keys import hash_secret, new_key
+from tollgate.money import Money, apply_margin
 from tollgate.providers.http import check_upstream_url
 from tollgate.providers.presets import PRESETS, Family
-from tollgate.store.records import KeyRecord, ProviderRecord, RouteRecord, TenantRecord, UsageRecord
+from tollgate.store.records import (
+    KeyLimits,
+    KeyRecord,
+    PriceRecord,
+    ProviderRecord,
+    RouteRecord,
+    TenantRecord,
+    UsageRecord,
+)
 from tollgate.store.secrets import mask
 
 if TYPE_CHECKING:
     from tollgate.container import Services
+    from tollgate.store.ledger import Entry
 
 
 def provider_out(record: ProviderRecord) -> ProviderOut:
@@ -49,11 +67,37 @@ def route_out(record: RouteRecord) -> RouteOut:
 
 
 def tenant_out(record: TenantRecord) -> TenantOut:
-    return TenantOut(**record.model_dump())
+    return TenantOut(
+        id=record.id, name=record.name, created_at=record.created_at, budget=BudgetOut.of(record.budget)
+    )
 
 
 def key_out(record: KeyRecord) -> KeyOut:
-    return KeyOut(**record.model_dump(exclude={"secret_hash"}))
+    return KeyOut(
+        id=record.id,
+        tenant_id=record.tenant_id,
+        name=record.name,
+        allowed_models=record.allowed_models,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+        budget=BudgetOut.of(record.budget),
+        limits=LimitsIn(**record.limits.model_dump()) if record.limits else None,
+    )
+
+
+def price_out(record: PriceRecord) -> PriceOut:
+    return PriceOut(**record.model_dump())
+
+
+def entry_out(entry: Entry) -> EntryOut:
+    return EntryOut(
+        kind=entry.kind,
+        amount=str(Money(entry.amount_micros)),
+        created_at_ms=entry.created_at_ms,
+        reference=entry.reference,
+        note=entry.note,
+    )
 
 
 class AdminService:
@@ -151,10 +195,129 @@ class AdminService:
 
     def create_tenant(self, body: TenantIn) -> TenantOut:
         record = TenantRecord(
-            id=body.id or f"t_{secrets.token_hex(8)}", name=body.name, created_at=self._now()
+            id=body.id or f"t_{secrets.token_hex(8)}",
+            name=body.name,
+            created_at=self._now(),
+            budget=body.budget.to_record() if body.budget else None,
         )
         self._services.catalog.create_tenant(record)
+        self.grant_starter_credits(record.id)
         return tenant_out(record)
+
+    def grant_starter_credits(self, tenant_id: str) -> None:
+        """Starter credits, once per tenant (the idempotency key makes a retry a no-op)."""
+        settings = self._services.settings
+        amount = Money.parse(settings.starter_credits)
+        if settings.billing_mode != "credits" or amount.micros <= 0:
+            return
+        now = self._now()
+        self._services.ledger.credit(
+            tenant_id,
+            amount.micros,
+            kind="starter",
+            idempotency_key=f"starter:{tenant_id}",
+            now_ms=now * 1000,
+            note="starter credits",
+            starter_expires_at=now + settings.starter_credits_days * 86_400,
+        )
+
+    def update_tenant(self, tenant_id: str, body: TenantUpdate) -> TenantOut:
+        current = self._services.catalog.get_tenant(tenant_id)
+        if current is None:
+            raise NotFoundError(f"No tenant '{tenant_id}'.")
+        budget = None if body.clear_budget else (body.budget.to_record() if body.budget else current.budget)
+        record = current.model_copy(update={"name": body.name or current.name, "budget": budget})
+        self._services.catalog.update_tenant(record)
+        return tenant_out(record)
+
+    # -- credits -------------------------------------------------------------------------------
+
+    def add_credits(self, tenant_id: str, body: CreditIn, actor: str) -> tuple[EntryOut, bool]:
+        self.get_tenant(tenant_id)
+        amount = Money.parse(body.amount)
+        if amount.micros == 0:
+            raise InvalidRequestError("amount must not be zero.", param="amount")
+        if body.kind == "topup" and amount.micros < 0:
+            raise InvalidRequestError(
+                "A top-up must be positive; use kind 'adjust' to remove credits.", param="amount"
+            )
+        entry, new = self._services.ledger.credit(
+            tenant_id,
+            amount.micros,
+            kind=body.kind,
+            idempotency_key=body.idempotency_key,
+            now_ms=time.time_ns() // 1_000_000,
+            note=body.note,
+            actor=actor,
+        )
+        return entry_out(entry), new
+
+    def balance(self, tenant_id: str) -> BalanceOut:
+        self.get_tenant(tenant_id)
+        account = self._services.ledger.account(tenant_id)
+        return BalanceOut(
+            tenant_id=tenant_id,
+            available=str(Money(account.available_micros)),
+            held=str(Money(account.held_micros)),
+            charged_total=str(Money(account.charged_micros)),
+            currency=self._services.settings.currency,
+            starter_remaining_cap=str(Money(account.starter_granted_micros)) if account.starter_expires_at else None,
+            starter_expires_at=account.starter_expires_at,
+        )
+
+    def ledger_entries(
+        self, tenant_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[EntryOut], str | None]:
+        self.get_tenant(tenant_id)
+        entries, next_cursor = self._services.ledger.entries(tenant_id, limit=limit, after=cursor)
+        return [entry_out(entry) for entry in entries], next_cursor
+
+    # -- prices --------------------------------------------------------------------------------
+
+    def put_price(self, model: str, body: PriceIn) -> PriceOut:
+        if not MODEL_PATTERN.fullmatch(model):
+            raise InvalidRequestError("The model name has characters that are not allowed.", param="model")
+        now_ms = time.time_ns() // 1_000_000
+        effective = int(body.effective_at.timestamp() * 1000) if body.effective_at else now_ms
+        if effective < now_ms - 60_000:
+            raise InvalidRequestError(
+                "effective_at is in the past: a price change never re-prices the past.", param="effective_at"
+            )
+        cost = body.cost.to_sheet()
+        if cost.is_empty():
+            raise InvalidRequestError("Give at least one cost price.", param="cost")
+        if body.sell is not None and body.margin_bps is not None:
+            raise InvalidRequestError("Give either sell prices or margin_bps, not both.", param="margin_bps")
+        if body.sell is not None:
+            sell = body.sell.to_sheet()
+        else:
+            margin = body.margin_bps or 0
+            sell = cost.map(lambda price: apply_margin(price, margin))
+        paid = cost.to_dict()
+        below = sorted(
+            name for name, price in sell.to_dict().items() if name in paid and Money.parse(price) < Money.parse(paid[name])
+        )
+        if below and not body.force:
+            raise InvalidRequestError(
+                f"Selling below cost for {', '.join(below)}. Set force to true to allow it.", param="sell"
+            )
+        missing = sorted(set(paid) - set(sell.to_dict()))
+        if missing:
+            raise InvalidRequestError(f"No selling price for {', '.join(missing)}.", param="sell")
+        record = PriceRecord(
+            model=model,
+            effective_at_ms=effective,
+            cost=cost.to_dict(),
+            sell=sell.to_dict(),
+            margin_bps=body.margin_bps,
+            created_at=self._now(),
+        )
+        self._services.catalog.put_price(record)
+        self._services.billing.forget_prices(model)
+        return price_out(record)
+
+    def prices(self, model: str) -> list[PriceOut]:
+        return [price_out(record) for record in self._services.catalog.prices(model)]
 
     def get_tenant(self, tenant_id: str) -> TenantOut:
         record = self._services.catalog.get_tenant(tenant_id)
@@ -182,6 +345,8 @@ class AdminService:
             allowed_models=body.allowed_models,
             created_at=now,
             expires_at=body.expires_at,
+            budget=body.budget.to_record() if body.budget else None,
+            limits=KeyLimits(**body.limits.model_dump()) if body.limits else None,
         )
         self._services.catalog.create_key(record)
         return IssuedKeyOut(**key_out(record).model_dump(), key=issued.token)

@@ -10,16 +10,22 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from tollgate.admin.schemas import (
     ID_PATTERN,
     NAME_PATTERN,
+    BalanceOut,
+    CreditIn,
+    EntryOut,
     IssuedKeyOut,
     KeyIn,
     KeyOut,
     Page,
+    PriceIn,
+    PriceOut,
     ProviderIn,
     ProviderOut,
     RouteIn,
     RouteOut,
     TenantIn,
     TenantOut,
+    TenantUpdate,
 )
 from tollgate.api.deps import ServicesDep, require_admin
 from tollgate.store.records import UsageRecord
@@ -45,6 +51,17 @@ def list_providers(services: ServicesDep) -> Page[ProviderOut]:
 @router.get("/providers/{name}", operation_id="getProvider")
 def get_provider(name: ProviderName, services: ServicesDep) -> ProviderOut:
     return services.admin.get_provider(name)
+
+
+# Price routes come before the ``{model:path}`` routes, which would otherwise swallow them.
+@router.put("/models/{model:path}/prices", operation_id="putModelPrice", status_code=status.HTTP_201_CREATED)
+def put_model_price(model: str, body: PriceIn, services: ServicesDep) -> PriceOut:
+    return services.admin.put_price(model, body)
+
+
+@router.get("/models/{model:path}/prices", operation_id="listModelPrices")
+def list_model_prices(model: str, services: ServicesDep) -> Page[PriceOut]:
+    return Page(data=services.admin.prices(model))
 
 
 @router.put("/models/{model:path}", operation_id="putModel")
@@ -84,6 +101,32 @@ def list_tenants(services: ServicesDep, limit: Limit = 100, cursor: Cursor = Non
 @router.get("/tenants/{tenant_id}", operation_id="getTenant")
 def get_tenant(tenant_id: ObjectId, services: ServicesDep) -> TenantOut:
     return services.admin.get_tenant(tenant_id)
+
+
+@router.patch("/tenants/{tenant_id}", operation_id="updateTenant")
+def update_tenant(tenant_id: ObjectId, body: TenantUpdate, services: ServicesDep) -> TenantOut:
+    return services.admin.update_tenant(tenant_id, body)
+
+
+@router.post("/tenants/{tenant_id}/credits", operation_id="addCredits", status_code=status.HTTP_201_CREATED)
+def add_credits(tenant_id: ObjectId, body: CreditIn, services: ServicesDep, response: Response) -> EntryOut:
+    entry, new = services.admin.add_credits(tenant_id, body, actor="admin")
+    if not new:
+        response.status_code = status.HTTP_200_OK  # a replay of the same idempotency_key
+    return entry
+
+
+@router.get("/tenants/{tenant_id}/balance", operation_id="getBalance")
+def get_balance(tenant_id: ObjectId, services: ServicesDep) -> BalanceOut:
+    return services.admin.balance(tenant_id)
+
+
+@router.get("/tenants/{tenant_id}/ledger", operation_id="listLedgerEntries")
+def list_ledger(
+    tenant_id: ObjectId, services: ServicesDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[EntryOut]:
+    data, next_cursor = services.admin.ledger_entries(tenant_id, limit=limit, cursor=cursor)
+    return Page(data=data, next_cursor=next_cursor)
 
 
 @router.post("/keys", operation_id="createKey", status_code=status.HTTP_201_CREATED)

@@ -38,9 +38,12 @@ def create_app(
 
 def stream_app(services: Services | None = None) -> RequestContext:
     """``functions/stream``: the chat routes, served by uvicorn under the Lambda Web Adapter."""
+    from tollgate.api.messages import messages_router
     from tollgate.api.public import chat_router, health_router
 
-    return create_app([chat_router, health_router], title="Tollgate streaming API", services=services)
+    return create_app(
+        [chat_router, messages_router, health_router], title="Tollgate streaming API", services=services
+    )
 
 
 def gateway_app(services: Services | None = None) -> RequestContext:
@@ -61,8 +64,11 @@ def admin_app(services: Services | None = None) -> RequestContext:
 def local_app(services: Services | None = None) -> RequestContext:
     """Every route in one app, for ``make dev`` and the end-to-end tests."""
     from tollgate.api.admin import router
+    from tollgate.api.messages import messages_router
     from tollgate.api.public import chat_router, health_router, models_router
 
     return create_app(
-        [chat_router, models_router, router, health_router], title="Tollgate (local)", services=services
+        [chat_router, messages_router, models_router, router, health_router],
+        title="Tollgate (local)",
+        services=services,
     )

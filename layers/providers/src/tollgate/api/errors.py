@@ -1,4 +1,8 @@
-"""Renders every failure as OpenAI's error object, with the right status. The only place that does."""
+"""Renders every failure with the right status, in its route's wire shape. The only place that does.
+
+Errors use OpenAI's error object, except on the Anthropic-compatible routes (``/v1/messages...``),
+whose clients expect Anthropic's: ``{"type": "error", "error": {"type", "message"}}``.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,36 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tollgate.errors import InvalidRequestError, NotFoundError, TollgateError
+from tollgate.messages import anthropic_error_body
 from tollgate.observability import logger
 
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+#: Paths whose clients speak Anthropic's Messages API.
+ANTHROPIC_PATH_PREFIX = "/v1/messages"
 
 
-def error_response(error: TollgateError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+def error_body(error: TollgateError, path: str = "") -> dict[str, Any]:
+    """The one choice of an error's wire shape: Anthropic's on its routes, OpenAI's everywhere else."""
+    if path.startswith(ANTHROPIC_PATH_PREFIX):
+        return anthropic_error_body(error)
+    return error.body()
+
+
+def error_response(error: TollgateError, path: str = "") -> JSONResponse:
+    return JSONResponse(error_body(error, path), status_code=error.status, headers=error.headers or None)
+
+
+class _HTTPStatusError(TollgateError):
+    """A failure Starlette raised itself (405 and the like), with its status."""
+
+    def __init__(self, message: str, *, status: int, headers: dict[str, str] | None) -> None:
+        super().__init__(message, headers=headers)
+        self.status = status
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["type"] = _HTTP_TYPES.get(self.status, "invalid_request_error")
+        return body
 
 
 def validation_error(exc: RequestValidationError) -> InvalidRequestError:
@@ -44,25 +71,25 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_tollgate_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, TollgateError)
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc))
+        return error_response(validation_error(exc), request.url.path)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        path = request.url.path
         if exc.status_code == 404:
-            return error_response(NotFoundError(f"Unknown request URL: {request.method} {request.url.path}."))
-        error = TollgateError(str(exc.detail))
-        error.status = exc.status_code
-        body = error.body()
-        body["error"]["type"] = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+            return error_response(NotFoundError(f"Unknown request URL: {request.method} {path}."), path)
+        headers = dict(exc.headers) if exc.headers else None
+        error = _HTTPStatusError(str(exc.detail), status=exc.status_code, headers=headers)
+        return error_response(error, path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", extra={"path": request.url.path})
-        return error_response(TollgateError("The server had an error while processing your request."))
+        error = TollgateError("The server had an error while processing your request.")
+        return error_response(error, request.url.path)
 
     app.add_exception_handler(TollgateError, on_tollgate_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

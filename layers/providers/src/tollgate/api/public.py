@@ -1,12 +1,16 @@
-"""The OpenAI-compatible data plane: chat completions (stream app) and models (gateway app)."""
+"""The OpenAI-compatible data plane: chat completions (stream app); models, embeddings and
+images (gateway app)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.background import BackgroundTask
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import StreamingResponse
 
 from tollgate.api.deps import PrincipalDep, RequestIdDep, ServicesDep
+from tollgate.billing import Replay, request_hash
 from tollgate.schemas.openai import ChatRequest, EmbeddingRequest, ImageRequest, ModelList
 
 chat_router = APIRouter(tags=["chat"])
@@ -14,32 +18,74 @@ models_router = APIRouter(tags=["models"])  # the gateway function: models, embe
 health_router = APIRouter(tags=["health"])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+REPLAYED = {"Idempotent-Replayed": "true"}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retries with the same key and body replay the first response: one upstream call, one charge",
+    ),
+]
+
+
+def idempotency(key: str | None, endpoint: str, body: str) -> tuple[str, str] | None:
+    if key is None:
+        return None
+    return hashlib.sha256(key.encode()).hexdigest(), request_hash(endpoint, body)
+
+
+def replayed(replay: Replay) -> Response:
+    return Response(replay.body, media_type=replay.content_type, headers=REPLAYED)
 
 
 @chat_router.post("/v1/chat/completions", operation_id="createChatCompletion", response_model=None)
 async def create_chat_completion(
-    body: ChatRequest, principal: PrincipalDep, services: ServicesDep, request_id: RequestIdDep
-) -> JSONResponse | StreamingResponse:
-    call = await services.chat.begin(principal, body, request_id)
+    body: ChatRequest,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    key = idempotency(idempotency_key, "chat.completions", body.model_dump_json())
+    call = await services.chat.begin(principal, body, request_id, idempotency=key)
+    if call.replay is not None:
+        return replayed(call.replay)
     if body.stream:
         events = await call.open_stream()
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    completion = await call.complete()
-    return JSONResponse(completion, background=BackgroundTask(call.record_success))
+    return Response(await call.complete(), media_type="application/json", headers=call.headers())
 
 
-@models_router.post("/v1/embeddings", operation_id="createEmbedding")
+@models_router.post("/v1/embeddings", operation_id="createEmbedding", response_model=None)
 async def create_embedding(
-    body: EmbeddingRequest, principal: PrincipalDep, services: ServicesDep, request_id: RequestIdDep
-) -> JSONResponse:
-    return JSONResponse(await services.generation.embed(principal, body, request_id))
+    body: EmbeddingRequest,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    key = idempotency(idempotency_key, "embeddings", body.model_dump_json())
+    result, headers = await services.generation.embed(principal, body, request_id, idempotency=key)
+    if isinstance(result, Replay):
+        return replayed(result)
+    return Response(result, media_type="application/json", headers=headers)
 
 
-@models_router.post("/v1/images/generations", operation_id="createImage")
+@models_router.post("/v1/images/generations", operation_id="createImage", response_model=None)
 async def create_image(
-    body: ImageRequest, principal: PrincipalDep, services: ServicesDep, request_id: RequestIdDep
-) -> JSONResponse:
-    return JSONResponse(await services.generation.image(principal, body, request_id))
+    body: ImageRequest,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    request_id: RequestIdDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    key = idempotency(idempotency_key, "images.generations", body.model_dump_json())
+    result, headers = await services.generation.image(principal, body, request_id, idempotency=key)
+    if isinstance(result, Replay):
+        return replayed(result)
+    return Response(result, media_type="application/json", headers=headers)
 
 
 @models_router.get("/v1/models", operation_id="listModels")

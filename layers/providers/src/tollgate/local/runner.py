@@ -13,9 +13,15 @@ import logging
 import os
 import secrets
 import sys
+import threading
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tollgate.providers.presets import PRESETS
+
+if TYPE_CHECKING:
+    from tollgate.container import Services
 
 DEFAULT_PORT = 8080
 LOCAL_TENANT = "local"
@@ -26,6 +32,7 @@ class LocalConfig:
     host: str
     port: int
     moto_port: int
+    aws_endpoint: str | None
     admin_key: str
     prefix: str
 
@@ -34,25 +41,42 @@ class LocalConfig:
         parser = argparse.ArgumentParser(prog="tollgate-dev", description=__doc__)
         parser.add_argument("--port", type=int, default=int(os.environ.get("TOLLGATE_PORT", DEFAULT_PORT)))
         parser.add_argument("--moto-port", type=int, default=int(os.environ.get("TOLLGATE_MOTO_PORT", 0)))
+        parser.add_argument(
+            "--aws-endpoint",
+            default=os.environ.get("TOLLGATE_AWS_ENDPOINT"),
+            help="Use this running moto server (shared with another instance) instead of starting one",
+        )
         options = parser.parse_args(argv)
         admin_key = os.environ.get("TOLLGATE_ADMIN_KEY") or f"tga-{secrets.token_urlsafe(24)}"
         return cls(
             host="127.0.0.1",
             port=options.port,
             moto_port=options.moto_port,
+            aws_endpoint=options.aws_endpoint,
             admin_key=admin_key,
             prefix="tollgate-local",
         )
 
 
 def start_moto(port: int) -> str:
-    """Starts moto's server in a daemon thread on loopback; returns its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    """Starts moto's server in a daemon thread on loopback; returns its endpoint URL.
+
+    The server handles one request at a time. DynamoDB applies each conditional write and
+    transaction atomically; moto does not lock its in-memory tables, so serving requests one by
+    one is what keeps its conditional semantics exact under concurrent clients.
+    """
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access line per AWS call is noise here
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    host, bound = server.get_host_and_port()
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", port, app, threaded=False, request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, name="moto", daemon=True).start()
+    host, bound = server.server_address[:2]
     return f"http://{host}:{bound}"
 
 
@@ -65,6 +89,7 @@ def aws_environment(endpoint: str) -> dict[str, str]:
         "AWS_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         "TOLLGATE_ENABLE_FAKE_PROVIDER": "true",
         "TOLLGATE_ALLOW_LOOPBACK_UPSTREAMS": "true",
+        "TOLLGATE_STARTER_CREDITS": os.environ.get("TOLLGATE_STARTER_CREDITS", "5"),
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
     }
 
@@ -82,15 +107,23 @@ def env_providers(environ: dict[str, str]) -> dict[str, dict[str, str]]:
     return found
 
 
-def prepare(config: LocalConfig) -> str:
-    """Starts moto, creates the resources, registers providers; returns a demo data-plane key."""
-    from tollgate.admin.schemas import KeyIn, ProviderIn, TenantIn
+#: Prices local mode gives the fake models, so credit mode works out of the box (per 1M tokens).
+FAKE_PRICES = {
+    "fake/echo": {"cost": {"input": "0", "output": "0"}, "sell": {"input": "1.00", "output": "2.00"}},
+    "fake/embed": {"cost": {"embedding": "0"}, "sell": {"embedding": "0.10"}},
+    "fake/image": {"cost": {"image": "0"}, "sell": {"image": "0.02"}},
+}
+
+
+def prepare(config: LocalConfig) -> tuple[str, Services]:
+    """Starts moto, creates the resources, registers providers and prices; returns a demo key."""
+    from tollgate.admin.schemas import KeyIn, PriceIn, ProviderIn, TenantIn
     from tollgate.container import Services
     from tollgate.errors import ConflictError
     from tollgate.local.bootstrap import apply_environment, bootstrap
     from tollgate.settings import Settings, get_settings
 
-    endpoint = start_moto(config.moto_port)
+    endpoint = config.aws_endpoint or start_moto(config.moto_port)
     os.environ.update(aws_environment(endpoint))
     resources = bootstrap(config.prefix, admin_key=config.admin_key)
     apply_environment(resources)
@@ -98,9 +131,28 @@ def prepare(config: LocalConfig) -> str:
     services = Services(Settings())
     for name, body in env_providers(dict(os.environ)).items():
         services.admin.put_provider(name, ProviderIn.model_validate(body))
+    for model, price in FAKE_PRICES.items():
+        if not services.catalog.prices(model):
+            services.admin.put_price(model, PriceIn.model_validate(price))
     with contextlib.suppress(ConflictError):  # the tenant survives from an earlier start
         services.admin.create_tenant(TenantIn(id=LOCAL_TENANT, name="Local development"))
-    return services.admin.issue_key(KeyIn(tenant_id=LOCAL_TENANT, name="make dev")).key
+    return services.admin.issue_key(KeyIn(tenant_id=LOCAL_TENANT, name="make dev")).key, services
+
+
+def run_sweeper(services: Services, every_seconds: float) -> threading.Thread:
+    """What the scheduled function does in AWS: settle abandoned holds, expire starter credits."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_seconds)
+            try:
+                services.billing.sweep()
+            except Exception:  # a failed sweep is retried on the next tick
+                logging.getLogger("tollgate").exception("sweep failed")
+
+    thread = threading.Thread(target=loop, name="sweeper", daemon=True)
+    thread.start()
+    return thread
 
 
 def banner(config: LocalConfig, demo_key: str) -> str:
@@ -114,6 +166,7 @@ Tollgate is running (local mode; AWS is moto at {os.environ["AWS_ENDPOINT_URL"]}
   Admin key    {config.admin_key}
   Demo key     {demo_key}   (tenant '{LOCAL_TENANT}')
   Providers    {providers}
+  Billing      {os.environ.get("TOLLGATE_BILLING_MODE", "enterprise")} (TOLLGATE_BILLING_MODE=credits for prepaid credits)
 
 Try it:
   curl -s {base}/v1/chat/completions \\
@@ -134,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     from tollgate.api.apps import local_app
 
     config = LocalConfig.from_environment(argv)
-    demo_key = prepare(config)
+    demo_key, services = prepare(config)
+    run_sweeper(services, float(os.environ.get("TOLLGATE_SWEEP_SECONDS", "60")))
     print(banner(config, demo_key), flush=True)
     uvicorn.run(local_app(), host=config.host, port=config.port, log_level="warning", access_log=False)
     return 0

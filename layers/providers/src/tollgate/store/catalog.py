@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tollgate.errors import ConflictError, NotFoundError
 from tollgate.store.dynamo import from_item, to_item
-from tollgate.store.records import KeyRecord, ProviderRecord, Record, RouteRecord, TenantRecord
+from tollgate.store.records import KeyRecord, PriceRecord, ProviderRecord, Record, RouteRecord, TenantRecord
 from tollgate.store.schema import CATALOG
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ def _key_keys(key_id: str, tenant_id: str) -> dict[str, str]:
     return {"pk": f"KEY#{key_id}", "sk": _META, "gsi1pk": f"TENANT#{tenant_id}#KEY", "gsi1sk": key_id}
 
 
-_KEY_ATTRIBUTES = ("pk", "sk", "gsi1pk", "gsi1sk")
+def _price_sk(effective_at_ms: int) -> str:
+    return f"PRICE#{effective_at_ms:013d}"
 
 
 class DynamoCatalog:
@@ -123,6 +124,35 @@ class DynamoCatalog:
     def list_routes(self) -> list[RouteRecord]:
         return list(self._all("MODEL", RouteRecord))
 
+    # -- prices (effective-dated, append-only) -----------------------------------------------
+
+    def put_price(self, record: PriceRecord) -> None:
+        """Adds a price; one already effective at that exact millisecond is a conflict, never an edit."""
+        item = to_item(
+            {**record.model_dump(), "pk": f"MODEL#{record.model}", "sk": _price_sk(record.effective_at_ms)}
+        )
+        try:
+            self._client.put_item(
+                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            raise ConflictError("A price with that effective time already exists.") from error
+
+    def prices(self, model: str) -> list[PriceRecord]:
+        """Every price of a model, oldest first (the history is short: one item per change)."""
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :price)",
+            "ExpressionAttributeValues": {":pk": {"S": f"MODEL#{model}"}, ":price": {"S": "PRICE#"}},
+        }
+        records: list[PriceRecord] = []
+        while True:
+            response = self._client.query(**arguments)
+            records.extend(PriceRecord.model_validate(from_item(item)) for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return records
+            arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     # -- tenants -----------------------------------------------------------------------------
 
     def create_tenant(self, record: TenantRecord) -> None:
@@ -135,6 +165,9 @@ class DynamoCatalog:
         return self._list("TENANT", TenantRecord, limit=limit, after=after)
 
     # -- hub keys ----------------------------------------------------------------------------
+
+    def update_tenant(self, record: TenantRecord) -> None:
+        self._put(_tenant_keys(record.id), record)
 
     def create_key(self, record: KeyRecord) -> None:
         self._put(_key_keys(record.id, record.tenant_id), record, must_not_exist=True)

@@ -6,6 +6,8 @@ stored field such as ``secret_hash`` can never reach a response by accident.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 from tollgate.providers.base import UsageSource
@@ -39,9 +41,41 @@ class RouteRecord(Record):
     updated_at: int
 
 
+class Budget(Record):
+    """A spending cap per calendar period (UTC), in micro-units of the account currency."""
+
+    amount_micros: int
+    period: Literal["day", "week", "month"]
+
+
+class KeyLimits(Record):
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+
+    def any(self) -> bool:
+        return any(value is not None for value in (self.rpm, self.tpm, self.max_concurrency))
+
+
 class TenantRecord(Record):
     id: str
     name: str
+    created_at: int
+    budget: Budget | None = None
+
+
+class PriceRecord(Record):
+    """One effective-dated price of a model: what the provider costs and what Tollgate sells at.
+
+    Prices are per million tokens (or per image) as decimal strings; never edited, only superseded
+    by a record with a later ``effective_at_ms``.
+    """
+
+    model: str
+    effective_at_ms: int
+    cost: dict[str, str]
+    sell: dict[str, str]
+    margin_bps: int | None = None
     created_at: int
 
 
@@ -55,6 +89,8 @@ class KeyRecord(Record):
     created_at: int
     expires_at: int | None = None
     revoked_at: int | None = None
+    budget: Budget | None = None
+    limits: KeyLimits | None = None
 
 
 class UsageRecord(Record):
@@ -77,3 +113,11 @@ class UsageRecord(Record):
     ttfb_ms: int | None = None
     #: Epoch milliseconds at which the request arrived.
     created_at_ms: int
+    cache_write_tokens: int = 0
+    images: int = 0
+    #: What the provider charges for this request (enterprise mode's cost), in micro-units.
+    cost_micros: int = 0
+    #: What the tenant was charged in credits (credit mode), in micro-units.
+    charged_micros: int = 0
+    #: False when no price existed for the model: the request was not silently free, it was flagged.
+    priced: bool = True

@@ -17,6 +17,25 @@ catalog
     hub key                   ``KEY#<key id>``       ``META``                    ``TENANT#<id>#KEY`` / key id
     ========================  =====================  ==========================  =================
 
+ledger
+    Money and admission state, per tenant and per key. Every entry is immutable.
+
+    ===============================  ======================================  =======================
+    item                             pk                                      sk
+    ===============================  ======================================  =======================
+    credit account (balance)         ``TENANT#<id>``                         ``ACCOUNT``
+    budget account (one period)      ``TENANT#<id>`` or ``KEY#<key id>``     ``BUDGET#<period>#<n>``
+    ledger entry                     ``TENANT#<id>``                         ``ENTRY#<ms>#<kind>#<id>``
+    grant guard (idempotency)        ``TENANT#<id>``                         ``GRANT#<key>``
+    rate limits of a key             ``KEY#<key id>``                        ``LIMITS``
+    client idempotency key           ``TENANT#<id>``                         ``IDEM#<sha256>``
+    ===============================  ======================================  =======================
+
+    An account holds in-flight reservations as top-level ``hold_<request id>`` attributes, so a
+    hold and its release are single-item conditional updates. Accounts carry ``account_shard``
+    (GSI ``accounts``), which is how the sweeper finds expired holds without scanning entries.
+    ``expires_at`` is the TTL attribute (idempotency records, rate windows, old budget periods).
+
 usage
     One immutable record per request.
     ``pk = TENANT#<tenant id>``, ``sk = <ISO-8601 UTC time>#<request id>``.
@@ -74,4 +93,13 @@ USAGE = TableSchema(
     ttl_attribute="expires_at",
 )
 
-ALL_TABLES: tuple[TableSchema, ...] = (CATALOG, USAGE)
+LEDGER = TableSchema(
+    logical_name="Ledger",
+    env_var="TOLLGATE_LEDGER_TABLE",
+    partition_key="pk",
+    sort_key="sk",
+    indexes=(Index("accounts", "account_shard", "pk"),),
+    ttl_attribute="expires_at",
+)
+
+ALL_TABLES: tuple[TableSchema, ...] = (CATALOG, USAGE, LEDGER)

@@ -44,6 +44,20 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
     return state
 
 
+def usage_item(record: UsageRecord, *, retention_seconds: int) -> dict[str, Any]:
+    """The DynamoDB item of a usage record (also written inside the ledger's settlement)."""
+    sk = sort_key(record)
+    return to_item(
+        {
+            **record.model_dump(),
+            "pk": f"TENANT#{record.tenant_id}",
+            "sk": sk,
+            "day": sk[:10],
+            "expires_at": record.created_at_ms // 1000 + retention_seconds,
+        }
+    )
+
+
 class DynamoUsageLog:
     """Writes and queries usage records. Blocking (boto3): call it off the event loop."""
 
@@ -53,20 +67,12 @@ class DynamoUsageLog:
         self._retention_seconds = retention_days * 86_400
 
     def put(self, record: UsageRecord) -> None:
-        sk = sort_key(record)
-        item = to_item(
-            {
-                **record.model_dump(),
-                "pk": f"TENANT#{record.tenant_id}",
-                "sk": sk,
-                "day": sk[:10],
-                "expires_at": record.created_at_ms // 1000 + self._retention_seconds,
-            }
-        )
-        # Keyed by request id: a retried write of the same record is a no-op, never a second record.
+        """Writes one record; keyed by request id, so a retried write is a no-op, never a second record."""
         with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
             self._client.put_item(
-                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                TableName=self._table,
+                Item=usage_item(record, retention_seconds=self._retention_seconds),
+                ConditionExpression="attribute_not_exists(pk)",
             )
 
     def query(

@@ -1,0 +1,39 @@
+"""The Anthropic-compatible data plane: ``POST /v1/messages`` (stream app).
+
+The same chat service as ``/v1/chat/completions``, in Anthropic's wire format: the request is
+translated into a chat request, the answer back into a message (or Anthropic's event stream).
+Errors on this route are rendered in Anthropic's shape by ``tollgate.api.errors``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+
+from tollgate.api.deps import PrincipalDep, RequestIdDep, ServicesDep
+from tollgate.api.public import SSE_HEADERS
+from tollgate.messages import AnthropicStreamEncoder, MessagesRequest, completion_to_message, messages_to_chat
+from tollgate.tokens import estimate_prompt_tokens
+
+messages_router = APIRouter(tags=["messages"])
+
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@messages_router.post("/v1/messages", operation_id="createMessage", response_model=None)
+async def create_message(
+    body: MessagesRequest, principal: PrincipalDep, services: ServicesDep, request_id: RequestIdDep
+) -> Response:
+    chat_request = messages_to_chat(body)
+    call = await services.chat.begin(principal, chat_request, request_id)
+    if body.stream:
+        encoder = AnthropicStreamEncoder(body.model, input_tokens=estimate_prompt_tokens(chat_request))
+        events = await call.open_stream(encoder)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    completion = json.loads(await call.complete())
+    if call.usage is None:  # complete() always sets it; a guard for the type checker
+        raise RuntimeError("a completed chat call has no usage")
+    message = completion_to_message(completion, call.usage, body.model)
+    return Response(_encode_json(message), media_type="application/json", headers=call.headers())
