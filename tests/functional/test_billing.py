@@ -74,7 +74,9 @@ def test_prices_are_effective_dated_and_never_reprice_the_past(client, admin_hea
     now_price = {"cost": {"input": "1", "output": "1"}}
 
     assert client.put("/admin/v1/models/m/prices", json=now_price, headers=admin_headers).status_code == 201
-    refused = client.put("/admin/v1/models/m/prices", json={**now_price, "effective_at": past}, headers=admin_headers)
+    refused = client.put(
+        "/admin/v1/models/m/prices", json={**now_price, "effective_at": past}, headers=admin_headers
+    )
     later = client.put(
         "/admin/v1/models/m/prices",
         json={"cost": {"input": "3", "output": "3"}, "effective_at": future},
@@ -105,9 +107,7 @@ def test_top_ups_are_idempotent(credit_mode, client, admin_headers, tenant_key):
 
     first = client.post("/admin/v1/tenants/acme/credits", json=body, headers=admin_headers)
     replay = client.post("/admin/v1/tenants/acme/credits", json=body, headers=admin_headers)
-    clash = client.post(
-        "/admin/v1/tenants/acme/credits", json={**body, "amount": "6"}, headers=admin_headers
-    )
+    clash = client.post("/admin/v1/tenants/acme/credits", json={**body, "amount": "6"}, headers=admin_headers)
 
     assert (first.status_code, replay.status_code, clash.status_code) == (201, 200, 409)
     assert replay.json() == first.json()
@@ -134,7 +134,9 @@ def test_a_completion_is_charged_exactly_and_reported(credit_mode, priced, clien
 
     assert response.status_code == 200, response.text
     usage = response.json()["usage"]
-    expected = Money(-(-(usage["prompt_tokens"] * 1_250_000 + usage["completion_tokens"] * 2_500_000) // 10**6))
+    expected = Money(
+        -(-(usage["prompt_tokens"] * 1_250_000 + usage["completion_tokens"] * 2_500_000) // 10**6)
+    )
     assert usage["cost"] == str(expected)
     assert response.headers["x-tollgate-cost"] == str(expected)
     after = balance(client, admin_headers)
@@ -180,7 +182,9 @@ def test_insufficient_credits_is_402_before_anything_runs(credit_mode, client, a
     assert response.json()["error"]["code"] == "insufficient_credits"
     assert balance(client, admin_headers) | {} == balance(client, admin_headers)
     assert balance(client, admin_headers)["held"] == "0.000000"
-    records = client.get("/admin/v1/usage", params={"tenant_id": "acme"}, headers=admin_headers).json()["data"]
+    records = client.get("/admin/v1/usage", params={"tenant_id": "acme"}, headers=admin_headers).json()[
+        "data"
+    ]
     assert [(r["status"], r["charged_micros"]) for r in records] == [(402, 0)]
 
 
@@ -205,14 +209,20 @@ def test_idempotency_key_replays_the_first_response_and_charges_once(
 
 def test_enterprise_mode_meters_at_cost_and_flags_unpriced_models(client, admin_headers, tenant_key):
     unpriced = client.post("/v1/chat/completions", json=HELLO, headers=bearer(tenant_key))
-    client.put("/admin/v1/models/fake/echo/prices", json={"cost": {"input": "1", "output": "2"}}, headers=admin_headers)
+    client.put(
+        "/admin/v1/models/fake/echo/prices",
+        json={"cost": {"input": "1", "output": "2"}},
+        headers=admin_headers,
+    )
     priced_response = client.post("/v1/chat/completions", json=HELLO, headers=bearer(tenant_key))
 
     assert unpriced.status_code == 200
     assert unpriced.json()["usage"]["priced"] is False
     usage = priced_response.json()["usage"]
     assert micros(usage["cost"]) == -(-(usage["prompt_tokens"] + 2 * usage["completion_tokens"]) // 1)
-    records = client.get("/admin/v1/usage", params={"tenant_id": "acme"}, headers=admin_headers).json()["data"]
+    records = client.get("/admin/v1/usage", params={"tenant_id": "acme"}, headers=admin_headers).json()[
+        "data"
+    ]
     assert sorted(r["priced"] for r in records) == [False, True]
 
 
@@ -250,6 +260,8 @@ def test_rpm_limit_gives_429_with_retry_after(client, admin_headers):
         "/admin/v1/keys", json={"tenant_id": "r", "name": "slow", "limits": {"rpm": 2}}, headers=admin_headers
     ).json()["key"]
 
-    statuses = [client.post("/v1/chat/completions", json=HELLO, headers=bearer(key)).status_code for _ in range(3)]
+    statuses = [
+        client.post("/v1/chat/completions", json=HELLO, headers=bearer(key)).status_code for _ in range(3)
+    ]
 
     assert statuses == [200, 200, 429]

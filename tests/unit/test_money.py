@@ -26,7 +26,7 @@ def test_parse_and_format_are_exact():
 
 @pytest.mark.parametrize("bad", ["1.0000001", "abc", "", "1e3", "NaN", "1,5", " 1"])
 def test_parse_refuses_what_it_cannot_hold_exactly(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="decimal amount"):
         Money.parse(bad)
 
 
@@ -77,9 +77,14 @@ def test_splitting_a_request_never_charges_less(p_in, p_out, a, b, completion):
 
 
 @given(prices, prices, prices, prices, tokens, tokens, tokens, tokens)
-def test_cached_and_cache_write_tokens_use_their_own_prices(p_in, p_out, p_read, p_write, fresh, read, write, out):
+def test_cached_and_cache_write_tokens_use_their_own_prices(
+    p_in, p_out, p_read, p_write, fresh, read, write, out
+):
     usage = Usage(
-        prompt_tokens=fresh + read + write, completion_tokens=out, cached_tokens=read, cache_write_tokens=write
+        prompt_tokens=fresh + read + write,
+        completion_tokens=out,
+        cached_tokens=read,
+        cache_write_tokens=write,
     )
     exact = Fraction(
         fresh * p_in.micros + read * p_read.micros + write * p_write.micros + out * p_out.micros, 1_000_000
@@ -91,14 +96,18 @@ def test_cached_and_cache_write_tokens_use_their_own_prices(p_in, p_out, p_read,
 
 
 def test_missing_cache_prices_fall_back_to_the_input_price():
-    usage = Usage(prompt_tokens=1_000_000, completion_tokens=0, cached_tokens=400_000, cache_write_tokens=100_000)
+    usage = Usage(
+        prompt_tokens=1_000_000, completion_tokens=0, cached_tokens=400_000, cache_write_tokens=100_000
+    )
     assert charge_for(sheet(Money.parse("2"), Money.parse("8")), usage) == Money.parse("2")
 
 
 def test_images_and_embeddings():
     priced = PriceSheet(image=Money.parse("0.04"), embedding=Money.parse("0.02"))
     assert charge_for(priced, None, images=3) == Money.parse("0.12")
-    assert charge_for(priced, Usage(prompt_tokens=500_000, completion_tokens=0), embedding=True) == Money.parse("0.01")
+    assert charge_for(
+        priced, Usage(prompt_tokens=500_000, completion_tokens=0), embedding=True
+    ) == Money.parse("0.01")
 
 
 def test_a_missing_needed_price_is_an_error_not_zero():

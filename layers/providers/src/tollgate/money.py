@@ -145,7 +145,7 @@ def charge_for(sheet: PriceSheet, usage: Usage | None, *, images: int = 0, embed
 
 
 def apply_margin(cost: Money, margin_bps: int) -> Money:
-    """``cost × (1 + margin)``, the margin in basis points (2500 = 25 %), rounded up."""
+    """``cost * (1 + margin)``, the margin in basis points (2500 = 25 %), rounded up."""
     if margin_bps < 0:
         raise ValueError("a margin cannot be negative")
     return round_up(Fraction(cost.micros * (BASIS_POINTS + margin_bps), BASIS_POINTS))

@@ -261,7 +261,9 @@ class AdminService:
             held=str(Money(account.held_micros)),
             charged_total=str(Money(account.charged_micros)),
             currency=self._services.settings.currency,
-            starter_remaining_cap=str(Money(account.starter_granted_micros)) if account.starter_expires_at else None,
+            starter_remaining_cap=(
+                str(Money(account.starter_granted_micros)) if account.starter_expires_at else None
+            ),
             starter_expires_at=account.starter_expires_at,
         )
 
@@ -295,7 +297,9 @@ class AdminService:
             sell = cost.map(lambda price: apply_margin(price, margin))
         paid = cost.to_dict()
         below = sorted(
-            name for name, price in sell.to_dict().items() if name in paid and Money.parse(price) < Money.parse(paid[name])
+            name
+            for name, price in sell.to_dict().items()
+            if name in paid and Money.parse(price) < Money.parse(paid[name])
         )
         if below and not body.force:
             raise InvalidRequestError(

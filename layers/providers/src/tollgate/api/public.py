@@ -25,7 +25,7 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
-        description="Retries with the same key and body replay the first response: one upstream call, one charge",
+        description="Retries with the same key and body replay the first response (one call, one charge)",
     ),
 ]
 

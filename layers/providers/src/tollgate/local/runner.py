@@ -76,8 +76,7 @@ def start_moto(port: int) -> str:
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server("127.0.0.1", port, app, threaded=False, request_handler=MotoRequestHandler)
     threading.Thread(target=server.serve_forever, name="moto", daemon=True).start()
-    host, bound = server.server_address[:2]
-    return f"http://{host}:{bound}"
+    return f"http://127.0.0.1:{server.server_port}"
 
 
 def aws_environment(endpoint: str) -> dict[str, str]:
@@ -159,6 +158,7 @@ def banner(config: LocalConfig, demo_key: str) -> str:
     base = f"http://{config.host}:{config.port}"
     real = ", ".join(sorted(env_providers(dict(os.environ))))
     providers = f"fake, {real}" if real else "fake (set OPENAI_API_KEY, OLLAMA_HOST... to add real ones)"
+    mode = os.environ.get("TOLLGATE_BILLING_MODE", "enterprise")
     return f"""
 Tollgate is running (local mode; AWS is moto at {os.environ["AWS_ENDPOINT_URL"]})
 
@@ -166,7 +166,7 @@ Tollgate is running (local mode; AWS is moto at {os.environ["AWS_ENDPOINT_URL"]}
   Admin key    {config.admin_key}
   Demo key     {demo_key}   (tenant '{LOCAL_TENANT}')
   Providers    {providers}
-  Billing      {os.environ.get("TOLLGATE_BILLING_MODE", "enterprise")} (TOLLGATE_BILLING_MODE=credits for prepaid credits)
+  Billing      {mode} (TOLLGATE_BILLING_MODE=credits for prepaid credits)
 
 Try it:
   curl -s {base}/v1/chat/completions \\

@@ -17,6 +17,7 @@ DynamoDB does not allow: budget accounts keep a running ``remaining`` for that r
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import zlib
@@ -252,7 +253,8 @@ class DynamoLedger:
             if amount > account.limit_micros:
                 raise _budget_exceeded(account)
             update = (
-                "SET remaining = if_not_exists(remaining, :limit) - :w, held = if_not_exists(held, :zero) + :w,"
+                "SET remaining = if_not_exists(remaining, :limit) - :w,"
+                " held = if_not_exists(held, :zero) + :w,"
                 " spent = if_not_exists(spent, :zero), #h = :hold, account_shard = :shard,"
                 " expires_at = :exp, updated_at = :now"
             )
@@ -412,7 +414,7 @@ class DynamoLedger:
 
     def release_idempotency(self, tenant_id: str, key_hash: str, request_id: str) -> None:
         """Frees a claimed key whose request failed, so the client may retry it."""
-        try:
+        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
             self._call(
                 "delete_item",
                 TableName=self._table,
@@ -421,8 +423,6 @@ class DynamoLedger:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":r": _s(request_id), ":p": _s("in_progress")},
             )
-        except self._client.exceptions.ConditionalCheckFailedException:
-            pass
 
     # -- settlement --------------------------------------------------------------------------------------
 
@@ -738,7 +738,9 @@ class DynamoLedger:
                     "TableName": self._table,
                     "Key": {"pk": _s(pk), "sk": _s("ACCOUNT")},
                     "UpdateExpression": "SET available = available - :a REMOVE starter_open",
-                    "ConditionExpression": "starter_open = :true AND charged_total = :seen AND available >= :a",
+                    "ConditionExpression": (
+                        "starter_open = :true AND charged_total = :seen AND available >= :a"
+                    ),
                     "ExpressionAttributeValues": {
                         ":a": _n(amount_micros),
                         ":true": {"BOOL": True},
