@@ -5,7 +5,9 @@ SHELL := bash
 
 UV_VERSION := 0.13.8
 TOOLS := .tools
-# Use uv from PATH when present; otherwise install the pinned version into .tools (from PyPI).
+# Use uv from PATH when present; otherwise install the pinned version into .tools (from PyPI). .tools/bin
+# goes on PATH for every recipe, because the layer build and `cdk synth` (cdk.json) call `uv` too.
+export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
 PYTEST := $(UV) run --frozen pytest
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1

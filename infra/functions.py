@@ -2,11 +2,18 @@
 
 - ``stream``: FastAPI under uvicorn, behind the Lambda Web Adapter, so chat responses can stream;
 - ``gateway``: FastAPI under Mangum (buffered): models, embeddings, images;
-- ``admin``: FastAPI under Mangum: the admin API and the console.
+- ``admin``: FastAPI under Mangum: the admin API and the console;
+- ``rollup``: scheduled (``infra/schedule.py``): settles holds that dead processes left behind and
+  expires unused starter credits (``Billing.sweep``).
 
 Every function receives the full settings environment (the runtime validates all of it at cold start),
 but permissions differ: only ``admin`` can write the catalog, read the admin key or manage provider
-secrets.
+secrets; ``rollup`` touches the ledger and usage tables only, and no secret at all.
+
+Ledger permissions follow ``tollgate.store.ledger`` call by call. ``TransactWriteItems`` is not an IAM
+action: each item in a transaction is authorised by its own action (``Put`` -> ``PutItem``, ``Update`` ->
+``UpdateItem``, ``Delete`` -> ``DeleteItem``), and only a condition-only item would need
+``ConditionCheckItem``; the ledger writes none.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from infra.paths import FUNCTIONS_DIR
 from infra.secrets import TollgateSecrets
 from infra.service_function import ServiceFunction, ServiceFunctionProps
 from infra.tables import TollgateTables
-from tollgate.store.schema import CATALOG, USAGE
+from tollgate.store.schema import CATALOG, LEDGER, USAGE
 
 # Lambda Web Adapter, published by AWS in every commercial region under this account. Pinned, not
 # "latest": the newest version in awslabs/aws-lambda-web-adapter's docs (getting-started/zip-packages).
@@ -36,6 +43,12 @@ READINESS_CHECK_PATH = "/healthz"
 STREAM_TIMEOUT = Duration.minutes(15)
 # Buffered REST integrations end at 29 s unless a quota increase is granted.
 BUFFERED_TIMEOUT = Duration.seconds(29)
+# One sweep may run as long as the schedule's period (infra/schedule.py): a sweep is idempotent, so a
+# slow one overlapping the next run settles nothing twice.
+ROLLUP_TIMEOUT = Duration.minutes(5)
+
+# The sweeper finds accounts with holds through this sparse index (``account_shard``), never by scanning.
+LEDGER_ACCOUNTS_INDEX = "accounts"
 
 POWERTOOLS_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": "tollgate",
@@ -116,15 +129,49 @@ class TollgateFunctions(Construct):
                 timeout=BUFFERED_TIMEOUT,
             ),
         )
+        # No reserved concurrency (the factory's default): sweeping is idempotent (every settlement is
+        # conditional), so two overlapping runs are harmless, and reserving even 1 fails to deploy in
+        # accounts whose concurrency quota is still the new-account minimum (unreserved must stay >= 10).
+        self.rollup = ServiceFunction(
+            self,
+            "Rollup",
+            ServiceFunctionProps(
+                code_dir=FUNCTIONS_DIR / "rollup",
+                handler="handler.handler",
+                description="Tollgate scheduled sweep: settles abandoned holds, expires starter credits",
+                layers=[layer],
+                environment=environment,
+                memory_size=512,
+                timeout=ROLLUP_TIMEOUT,
+            ),
+        )
 
         for serving in (self.stream, self.gateway):
             self._grant_serving(serving, tables, secrets)
         self._grant_admin(self.admin, tables, secrets)
+        self._grant_rollup(self.rollup, tables)
 
     @staticmethod
     def _grant_serving(fn: ServiceFunction, tables: TollgateTables, secrets: TollgateSecrets) -> None:
-        """Public API: look up keys and routes, record usage, read the pepper and provider credentials."""
+        """Public API: look up keys, routes and prices, hold and settle, read the pepper and credentials.
+
+        Ledger, by call: ``UpdateItem`` (holds and their release, rate-limit windows, the idempotency
+        outcome), ``PutItem`` (idempotency claims, charge entries), ``DeleteItem`` (releasing an
+        idempotency claim, in a settlement or alone). No ``Query`` and no ``GetItem``: the serving path
+        reads ledger state only through its conditional writes (``ReturnValuesOnConditionCheckFailure``).
+        Usage: the settlement transaction ``Put``s the record (or ``PutItem`` alone, with nothing held).
+        """
+        # GetItem: keys, routes, providers. Query: prices on the table (``pk = MODEL#<model> AND
+        # begins_with(sk, PRICE#)``) and the model list on gsi1 (``GET /v1/models``).
         tables.grant(fn.role, CATALOG, "dynamodb:GetItem", "dynamodb:Query", indexes=True)
+        tables.grant(
+            fn.role,
+            LEDGER,
+            "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem",
+            indexes=False,
+        )
         tables.grant(fn.role, USAGE, "dynamodb:PutItem", indexes=False)
         secrets.grant_read_pepper(fn.role)
         secrets.grant_read_provider_secrets(fn.role)
@@ -147,12 +194,44 @@ class TollgateFunctions(Construct):
             "dynamodb:ConditionCheckItem",
             indexes=True,
         )
+        # Ledger: credits are one transaction (guard Put + account Update + entry Put, each conditional
+        # on its own item, so no ConditionCheck item); GetItem reads balances and replays a credit;
+        # Query lists a tenant's entries on the table (no index).
+        tables.grant(
+            fn.role,
+            LEDGER,
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            indexes=False,
+        )
         tables.grant(fn.role, USAGE, "dynamodb:Query", indexes=True)
         secrets.grant_read_pepper(fn.role)
         secrets.grant_read_admin_key(fn.role)
         secrets.grant_manage_provider_secrets(fn.role)
         secrets.grant_key(fn.role, "kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey")
         _acknowledge_provider_prefix(fn, secrets)
+
+    @staticmethod
+    def _grant_rollup(fn: ServiceFunction, tables: TollgateTables) -> None:
+        """Sweeper: find accounts with holds, settle abandoned holds, expire unused starter credits.
+
+        Ledger, by call: ``Query`` on the ``accounts`` index only; settlements and starter expiry are
+        transactions of ``Update`` (holds, account, concurrency counter), ``Put`` (entries) and
+        ``Delete`` (an abandoned request's idempotency claim). Usage: the settlement's record ``Put``.
+        No catalog, secret or key: the sweep prices nothing, it settles each hold at its reserved amount.
+        """
+        tables.grant_index(fn.role, LEDGER, LEDGER_ACCOUNTS_INDEX, "dynamodb:Query")
+        tables.grant(
+            fn.role,
+            LEDGER,
+            "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem",
+            indexes=False,
+        )
+        tables.grant(fn.role, USAGE, "dynamodb:PutItem", indexes=False)
 
 
 def _acknowledge_provider_prefix(fn: ServiceFunction, secrets: TollgateSecrets) -> None:

@@ -10,6 +10,7 @@ from constructs import Construct
 from infra.api import TollgateApi
 from infra.functions import TollgateFunctions
 from infra.layer import TollgateLayer
+from infra.schedule import TollgateSchedule
 from infra.secrets import TollgateSecrets
 from infra.tables import TollgateTables
 
@@ -30,6 +31,7 @@ class TollgateStack(Stack):
             gateway=self.functions.gateway.function,
             admin=self.functions.admin.function,
         )
+        self.schedule = TollgateSchedule(self, "Schedule", rollup=self.functions.rollup.function)
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Root URL of the Tollgate API stage")
         CfnOutput(

@@ -68,3 +68,12 @@ class TollgateTables(Construct):
         if indexes:
             resources += [f"{table.table_arn}/index/{index.name}" for index in schema.indexes]
         return iam.Grant.add_to_principal(grantee=grantee, actions=list(actions), resource_arns=resources)
+
+    def grant_index(
+        self, grantee: iam.IGrantable, schema: TableSchema, index: str, *actions: str
+    ) -> iam.Grant:
+        """Allow ``actions`` (e.g. ``dynamodb:Query``) on one named GSI of the table, and not on the table."""
+        if index not in {i.name for i in schema.indexes}:
+            raise ValueError(f"{schema.logical_name} has no index {index!r}")
+        resources = [f"{self.table(schema).table_arn}/index/{index}"]
+        return iam.Grant.add_to_principal(grantee=grantee, actions=list(actions), resource_arns=resources)

@@ -98,14 +98,19 @@ def resources(template: Template) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def service_functions(synthesized: Synthesized) -> dict[str, Any]:
-    """``{"stream" | "gateway" | "admin": ServiceFunction}`` from the synthesized stack."""
+    """``{"stream" | "gateway" | "admin" | "rollup": ServiceFunction}`` from the synthesized stack."""
     functions = synthesized.stack.functions
-    return {"stream": functions.stream, "gateway": functions.gateway, "admin": functions.admin}
+    return {
+        "stream": functions.stream,
+        "gateway": functions.gateway,
+        "admin": functions.admin,
+        "rollup": functions.rollup,
+    }
 
 
 @pytest.fixture(scope="session")
 def function_resources(synthesized: Synthesized, service_functions: dict[str, Any]) -> dict[str, Any]:
-    """``{name: AWS::Lambda::Function resource}`` for the three functions."""
+    """``{name: AWS::Lambda::Function resource}`` for every service function."""
     return {name: synthesized.resource(fn.function) for name, fn in service_functions.items()}
 
 

@@ -12,7 +12,7 @@ from tollgate.settings import Settings
 if TYPE_CHECKING:
     from tests.infra.conftest import Synthesized
 
-FUNCTIONS = ["stream", "gateway", "admin"]
+FUNCTIONS = ["stream", "gateway", "admin", "rollup"]
 
 # Every setting without a default must come from the stack, or the runtime fails at cold start.
 REQUIRED_SETTINGS_ENV = sorted(
@@ -122,6 +122,17 @@ def test_stream_function_pins_the_arm64_web_adapter_layer(function_resources: di
     assert len(layers) == 2
 
 
+def test_rollup_function_runs_the_sweep_handler(function_resources: dict[str, Any]) -> None:
+    props = function_resources["rollup"]["Properties"]
+
+    assert props["Handler"] == "handler.handler"
+    assert props["Timeout"] == 5 * 60
+    assert props["MemorySize"] == 512
+    assert len(props["Layers"]) == 1, "only the shared layer: the sweep is a plain handler"
+    assert "AWS_LAMBDA_EXEC_WRAPPER" not in _env(function_resources["rollup"])
+
+
 def test_reserved_concurrency_is_left_to_the_account_by_default(function_resources: dict[str, Any]) -> None:
+    """The rollup too: its sweep is idempotent, so overlapping runs need no reserved concurrency of 1."""
     for name, function in function_resources.items():
         assert "ReservedConcurrentExecutions" not in function["Properties"], name

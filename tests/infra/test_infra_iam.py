@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tollgate.store.schema import CATALOG, USAGE
+from tollgate.store.schema import CATALOG, LEDGER, USAGE
 
 if TYPE_CHECKING:
     from tests.infra.conftest import Synthesized
@@ -51,6 +51,7 @@ def ids(synthesized: Synthesized, service_functions: dict[str, Any]) -> dict[str
     return {
         "catalog": logical(stack.tables.table(CATALOG)),
         "usage": logical(stack.tables.table(USAGE)),
+        "ledger": logical(stack.tables.table(LEDGER)),
         "key": logical(stack.secrets.key),
         "pepper": logical(stack.secrets.pepper),
         "admin_key": logical(stack.secrets.admin_key),
@@ -81,6 +82,42 @@ def _baseline(ids: dict[str, str], name: str) -> Grants:
     )
 
 
+# What each function may do on the ledger and usage tables, by the calls tollgate.store.ledger makes.
+# TransactWriteItems is authorised per item (Put/Update/Delete); the ledger writes no ConditionCheck item.
+SERVING_LEDGER_ACTIONS = ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"]
+ADMIN_LEDGER_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"]
+ROLLUP_LEDGER_ACTIONS = ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"]
+ROLLUP_ACCOUNTS_INDEX_ACTIONS = ["dynamodb:Query"]
+
+# {function: {"ledger" | "ledger/index/<gsi>" | "usage" | "usage/index/<gsi>": actions}}; absent = none.
+LEDGER_AND_USAGE_ACTIONS: dict[str, dict[str, set[str]]] = {
+    "stream": {"ledger": set(SERVING_LEDGER_ACTIONS), "usage": {"dynamodb:PutItem"}},
+    "gateway": {"ledger": set(SERVING_LEDGER_ACTIONS), "usage": {"dynamodb:PutItem"}},
+    "admin": {
+        "ledger": set(ADMIN_LEDGER_ACTIONS),
+        "usage": {"dynamodb:Query"},
+        **{f"usage/index/{index.name}": {"dynamodb:Query"} for index in USAGE.indexes},
+    },
+    "rollup": {
+        "ledger": set(ROLLUP_LEDGER_ACTIONS),
+        "ledger/index/accounts": set(ROLLUP_ACCOUNTS_INDEX_ACTIONS),
+        "usage": {"dynamodb:PutItem"},
+    },
+}
+
+
+def _table_resources(ids: dict[str, str]) -> dict[str, str]:
+    """``{"ledger" | "ledger/index/<gsi>" | …: canonical JSON of that ARN}`` for the ledger and usage tables."""
+    found = {}
+    for table, schema in (("ledger", LEDGER), ("usage", USAGE)):
+        found[table] = json.dumps(_arn(ids[table]), sort_keys=True)
+        for index in schema.indexes:
+            found[f"{table}/index/{index.name}"] = json.dumps(
+                _index_arn(ids[table], index.name), sort_keys=True
+            )
+    return found
+
+
 @pytest.mark.parametrize("name", ["stream", "gateway"])
 def test_serving_functions_read_keys_and_routes_and_record_usage(
     role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str], name: str
@@ -92,6 +129,7 @@ def test_serving_functions_read_keys_and_routes_and_record_usage(
             _arn(ids["catalog"]),
             *(_index_arn(ids["catalog"], index.name) for index in CATALOG.indexes),
         )
+        | _grant(SERVING_LEDGER_ACTIONS, _arn(ids["ledger"]))
         | _grant(["dynamodb:PutItem"], _arn(ids["usage"]))
         | _grant(["secretsmanager:GetSecretValue"], {"Ref": ids["pepper"]}, PROVIDER_SECRETS)
         | _grant(["kms:Decrypt"], _arn(ids["key"]))
@@ -118,6 +156,7 @@ def test_admin_function_manages_the_catalog_and_provider_credentials(
             _arn(ids["catalog"]),
             *(_index_arn(ids["catalog"], index.name) for index in CATALOG.indexes),
         )
+        | _grant(ADMIN_LEDGER_ACTIONS, _arn(ids["ledger"]))
         | _grant(
             ["dynamodb:Query"],
             _arn(ids["usage"]),
@@ -139,6 +178,52 @@ def test_admin_function_manages_the_catalog_and_provider_credentials(
     )
 
     assert _grants(role_statements["admin"]) == expected
+
+
+def test_rollup_function_sweeps_the_ledger_and_touches_nothing_else(
+    role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str]
+) -> None:
+    """Ledger and usage only: no catalog, no secret, no key (it never reads one)."""
+    expected = (
+        _baseline(ids, "rollup")
+        | _grant(ROLLUP_ACCOUNTS_INDEX_ACTIONS, _index_arn(ids["ledger"], "accounts"))
+        | _grant(ROLLUP_LEDGER_ACTIONS, _arn(ids["ledger"]))
+        | _grant(["dynamodb:PutItem"], _arn(ids["usage"]))
+    )
+
+    assert _grants(role_statements["rollup"]) == expected
+
+
+@pytest.mark.parametrize("name", sorted(LEDGER_AND_USAGE_ACTIONS))
+def test_ledger_and_usage_actions_are_exactly_what_the_code_calls(
+    role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str], name: str
+) -> None:
+    grants = _grants(role_statements[name])
+    actual = {
+        resource: {action for action, granted in grants if granted == arn}
+        for resource, arn in _table_resources(ids).items()
+    }
+
+    assert {resource: actions for resource, actions in actual.items() if actions} == LEDGER_AND_USAGE_ACTIONS[
+        name
+    ]
+
+
+@pytest.mark.parametrize("name", ["stream", "gateway"])
+def test_serving_roles_cannot_query_the_ledger(
+    role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str], name: str
+) -> None:
+    ledger = {arn for resource, arn in _table_resources(ids).items() if resource.startswith("ledger")}
+    queried = {granted for action, granted in _grants(role_statements[name]) if action == "dynamodb:Query"}
+
+    assert not queried & ledger
+
+
+def test_no_role_may_scan_anything(role_statements: dict[str, list[dict[str, Any]]]) -> None:
+    """Every read is a key lookup or a key-conditioned Query; PartiQL (whose SELECT can scan) is out too."""
+    for name, statements in role_statements.items():
+        actions = {action for action, _ in _grants(statements)}
+        assert not {a for a in actions if a.startswith(("dynamodb:Scan", "dynamodb:PartiQL"))}, name
 
 
 def test_each_function_has_its_own_role_and_policies(

@@ -53,7 +53,7 @@ def test_provider_secret_prefix_is_scoped_to_the_stack(synthesized: Synthesized)
     assert synthesized.stack.secrets.provider_secret_prefix == "tollgate/Tollgate/providers/"
 
 
-@pytest.mark.parametrize("function", ["stream", "gateway", "admin"])
+@pytest.mark.parametrize("function", ["stream", "gateway", "admin", "rollup"])
 def test_functions_receive_secret_ids_and_the_key(
     synthesized: Synthesized, function_resources: dict[str, Any], function: str
 ) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tollgate.store.schema import ALL_TABLES, TableSchema
+from tollgate.store.schema import ALL_TABLES, LEDGER, TableSchema
 
 if TYPE_CHECKING:
     from tests.infra.conftest import Synthesized
@@ -74,3 +74,14 @@ def test_every_function_reads_the_table_name_from_the_schemas_env_var(
     table_ref = {"Ref": synthesized.logical_id(synthesized.stack.tables.table(schema))}
     for name, function in function_resources.items():
         assert function["Properties"]["Environment"]["Variables"][schema.env_var] == table_ref, name
+
+
+def test_ledger_table_has_pitr_the_accounts_index_and_a_ttl(synthesized: Synthesized) -> None:
+    """Spelled out for the ledger (money): the parametrized tests above check it generically."""
+    props = _table(synthesized, LEDGER)["Properties"]
+    indexes = {gsi["IndexName"]: gsi for gsi in props["GlobalSecondaryIndexes"]}
+
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert set(indexes) == {"accounts"}
+    assert indexes["accounts"]["KeySchema"] == _key_schema("account_shard", "pk")
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
