@@ -118,8 +118,9 @@ IMAGEN_ASPECT_RATIOS: Final = ("1:1", "3:4", "4:3", "9:16", "16:9")
 GEMINI_IMAGE_ASPECT_RATIOS: Final = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 #: How far a requested size may be from an aspect ratio and still mean it (1792x1024 is 16:9).
 ASPECT_TOLERANCE: Final = 0.02
-#: Thinking budgets for OpenAI's ``reasoning_effort``, as Google's OpenAI-compatible endpoint maps them.
-THINKING_BUDGETS: Final = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+#: Thinking budgets for OpenAI's ``reasoning_effort``: the Gemini 2.5 budgets Google's own
+#: OpenAI-compatible endpoint documents (Gemini 3 models accept budgets too).
+THINKING_BUDGETS: Final = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
 
 _API_VERSIONS: Final = ("/v1beta", "/v1", "/v1alpha")
 _MODEL_NAME: Final = re.compile(r"(models/|tunedModels/)?([A-Za-z0-9][A-Za-z0-9._-]{0,127})")
@@ -165,9 +166,7 @@ def model_path(upstream_model: str) -> str:
     """
     match = _MODEL_NAME.fullmatch(upstream_model)
     if match is None:
-        raise InvalidRequestError(
-            f"'{upstream_model}' is not a valid Gemini model name.", param="model", code="model_not_found"
-        )
+        raise InvalidRequestError(f"'{upstream_model}' is not a valid Gemini model name.", param="model")
     return f"{match.group(1) or 'models/'}{match.group(2)}"
 
 
@@ -412,9 +411,13 @@ def _function_response(message: ChatMessage, position: int, tool_names: Mapping[
     if name is None and message.name:
         name = message.name
     if name is None:
+        problem = (
+            f"tool_call_id '{call_id}' answers no tool call of an earlier message"
+            if call_id
+            else "it needs the tool_call_id of the tool call it answers"
+        )
         raise InvalidRequestError(
-            f"The tool result's tool_call_id '{call_id}' answers no tool call of an earlier message.",
-            param=f"messages[{position}].tool_call_id",
+            f"Gemini cannot take this tool result: {problem}.", param=f"messages[{position}].tool_call_id"
         )
     return {"functionResponse": {"name": name, "response": _function_output(_tool_text(message, position))}}
 
@@ -433,7 +436,7 @@ def _tool_text(message: ChatMessage, position: int) -> str:
 def _function_output(text: str) -> dict[str, Any]:
     """Gemini takes a function's response as a JSON object: a JSON object result is sent as is,
     anything else under ``output`` (the key Gemini reads a function's output from)."""
-    if text.startswith("{"):
+    if text.lstrip().startswith("{"):
         try:
             parsed = _loads(text)
         except ValueError:
