@@ -265,3 +265,81 @@ def test_rpm_limit_gives_429_with_retry_after(client, admin_headers):
     ]
 
     assert statuses == [200, 200, 429]
+
+
+# -- failing closed ----------------------------------------------------------------------------
+
+
+def test_a_throttled_ledger_fails_closed_with_503_and_no_upstream_call(
+    credit_mode, priced, client, tenant_key, services, monkeypatch
+):
+    from botocore.exceptions import ClientError
+
+    from tollgate.providers.fake import FakeProvider
+
+    def throttled(**_: object) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+            "UpdateItem",
+        )
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the provider must not be called without a hold")
+
+    monkeypatch.setattr(services.ledger._client, "update_item", throttled)
+    monkeypatch.setattr(FakeProvider, "chat", never)
+
+    response = client.post("/v1/chat/completions", json=HELLO, headers=bearer(tenant_key))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "ledger_unavailable"
+
+
+def test_concurrency_limit_counts_requests_in_flight(client, admin_headers, services):
+    """Given max_concurrency 1 and one request still in flight, the next gets 429; once the first
+    settles, the next is admitted again."""
+    import asyncio
+
+    from tollgate.keys import Principal
+    from tollgate.schemas.openai import ChatRequest
+
+    client.post("/admin/v1/tenants", json={"id": "c", "name": "C"}, headers=admin_headers)
+    issued = client.post(
+        "/admin/v1/keys",
+        json={"tenant_id": "c", "name": "one", "limits": {"max_concurrency": 1}},
+        headers=admin_headers,
+    ).json()
+    principal = asyncio.run(services.keys.authenticate(issued["key"]))
+    assert isinstance(principal, Principal)
+    request = ChatRequest.model_validate(HELLO)
+
+    async def scenario() -> list[int]:
+        first = await services.chat.begin(principal, request, "req-c-1")  # admitted, not finished
+        second = client.post("/v1/chat/completions", json=HELLO, headers=bearer(issued["key"]))
+        await first.complete()
+        third = client.post("/v1/chat/completions", json=HELLO, headers=bearer(issued["key"]))
+        return [second.status_code, third.status_code]
+
+    assert asyncio.run(scenario()) == [429, 200]
+
+
+def test_tpm_limit_refuses_a_worst_case_larger_than_the_limit(client, admin_headers):
+    client.post("/admin/v1/tenants", json={"id": "t", "name": "T"}, headers=admin_headers)
+    key = client.post(
+        "/admin/v1/keys",
+        json={"tenant_id": "t", "name": "tpm", "limits": {"tpm": 100}},
+        headers=admin_headers,
+    ).json()["key"]
+
+    small = client.post("/v1/chat/completions", json={**HELLO, "max_tokens": 20}, headers=bearer(key))
+    large = client.post("/v1/chat/completions", json={**HELLO, "max_tokens": 500}, headers=bearer(key))
+    rest = [
+        client.post("/v1/chat/completions", json={**HELLO, "max_tokens": 20}, headers=bearer(key)).status_code
+        for _ in range(4)
+    ]
+
+    assert small.status_code == 200
+    assert large.status_code == 429
+    assert large.json()["error"]["code"] == "tokens_per_minute_exceeded"
+    assert rest.count(429) >= 1  # about 34 tokens of worst case each: the 100-token minute fills up

@@ -122,7 +122,7 @@ class AdminService:
                 allow_loopback=settings.allow_loopback_upstreams,
                 allow_private=settings.allow_private_upstreams,
             )
-        elif preset.family is not Family.FAKE and preset.base_url is None:
+        elif preset.family not in (Family.FAKE, Family.BEDROCK) and preset.base_url is None:
             raise InvalidRequestError(f"Provider type '{body.type}' needs a base_url.", param="base_url")
         secret_id = existing.secret_id if existing else None
         hint = existing.api_key_hint if existing else None

@@ -179,7 +179,7 @@ def build_converse_request(request: ChatRequest, upstream_model: str) -> dict[st
             system.extend({"text": text} for text in _system_texts(message, index) if text)
             continue
         if role == "user":
-            bedrock_role, blocks = "user", _user_blocks(message, index)
+            bedrock_role, blocks = "user", _content_blocks(message, index)
         elif role == "assistant":
             bedrock_role, blocks = "assistant", _assistant_blocks(message, index)
         elif role == "tool":
@@ -270,10 +270,6 @@ def _content_blocks(message: ChatMessage, index: int) -> list[dict[str, Any]]:
                 f"Bedrock does not support content parts of type '{kind}' here.", param=f"{param}.type"
             )
     return blocks
-
-
-def _user_blocks(message: ChatMessage, index: int) -> list[dict[str, Any]]:
-    return _content_blocks(message, index)
 
 
 def _image_block(image_url: Any, param: str) -> dict[str, Any]:
@@ -860,7 +856,8 @@ def translate_bedrock_error(exc: BaseException, provider: str) -> TollgateError:
         return _client_error(exc, provider)
     import urllib3.exceptions as http
 
-    if isinstance(exc, http.ReadTimeoutError):  # botocore's ReadTimeoutError is one too
+    # botocore raises its own ReadTimeoutError for a call; a stream being read raises urllib3's.
+    if isinstance(exc, boto.ReadTimeoutError | http.ReadTimeoutError):
         return UpstreamTimeoutError(f"The provider '{provider}' did not answer in time.")
     if isinstance(exc, boto.ParamValidationError):
         return InvalidRequestError(_clean(str(exc)), code="invalid_bedrock_request")
@@ -1218,13 +1215,15 @@ class _EventPump:
         return item
 
     def close(self) -> None:
-        """Stops the thread: at once if it waits for room, and mid-read by shutting the socket down."""
+        """Stops the thread, without blocking: at once if it waits for room, and mid-read by
+        shutting its socket down. The thread closes the stream on its way out.
+        """
         with self._lock:
             self._closed = True
             stream = None if self._done else self._stream
         self._room.release()
         if stream is not None:
-            _abort(stream)
+            _shut_down(stream)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -1232,13 +1231,14 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _abort(stream: Any) -> None:
-    """Closes a botocore ``EventStream`` another thread may be blocked reading.
+def _shut_down(stream: Any) -> None:
+    """Wakes a thread blocked reading a botocore ``EventStream``, from another thread.
 
-    Closing alone does not wake a thread blocked in ``recv`` (it would wait for the read timeout),
-    so the socket is shut down first. Only a response still holding its connection is touched: once
-    urllib3 has read the body to its end, the connection is back in the pool and may serve another
-    request.
+    Only the socket is shut down (a non-blocking call): closing the stream here would wait for
+    the reader's buffer lock, that is for its read to end, up to the read timeout. The reader, woken
+    with an error, closes the stream itself. Only a response still holding its connection is
+    touched: once urllib3 has read the body to its end, the connection is back in the pool and
+    may serve another request.
     """
     raw = getattr(stream, "_raw_stream", None)
     connection = getattr(raw, "connection", None)
@@ -1246,5 +1246,3 @@ def _abort(stream: Any) -> None:
     if isinstance(sock, socket.socket):
         with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-    with suppress(Exception):
-        stream.close()

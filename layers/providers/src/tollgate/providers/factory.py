@@ -27,7 +27,9 @@ def build_adapter(record: ProviderRecord, api_key: str | None, http: HttpClient)
     if preset.family is Family.BEDROCK:
         from tollgate.providers.bedrock import BedrockProvider
 
-        return BedrockProvider(record.name, region=record.region, endpoint_url=record.base_url)
+        return BedrockProvider(
+            record.name, region=record.region, endpoint_url=record.base_url, url_check=http.check_url
+        )
     if base_url is None:
         raise ServiceUnavailableError(f"Provider '{record.name}' has no base URL configured.")
     if preset.family is Family.ANTHROPIC:
