@@ -19,6 +19,7 @@ action: each item in a transaction is authorised by its own action (``Put`` -> `
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
@@ -148,6 +149,10 @@ class TollgateFunctions(Construct):
 
         for serving in (self.stream, self.gateway):
             self._grant_serving(serving, tables, secrets)
+        # Bedrock authenticates with the function's own role: chat (stream) converses and streams;
+        # embeddings and images (gateway) invoke.
+        _grant_bedrock(self.stream, "bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream")
+        _grant_bedrock(self.gateway, "bedrock:InvokeModel")
         self._grant_admin(self.admin, tables, secrets)
         self._grant_rollup(self.rollup, tables)
 
@@ -232,6 +237,33 @@ class TollgateFunctions(Construct):
             indexes=False,
         )
         tables.grant(fn.role, USAGE, "dynamodb:PutItem", indexes=False)
+
+
+BEDROCK_FOUNDATION_MODELS = "arn:<AWS::Partition>:bedrock:*::foundation-model/*"
+BEDROCK_INFERENCE_PROFILES = "arn:<AWS::Partition>:bedrock:<AWS::Region>:<AWS::AccountId>:inference-profile/*"
+
+
+def _grant_bedrock(fn: ServiceFunction, *actions: str) -> None:
+    """Bedrock model invocation. Foundation models span regions because cross-region inference
+    profiles route a request to another region's model; profiles are this account's, here."""
+    stack = Stack.of(fn)
+    fn.role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=list(actions),
+            resources=[
+                f"arn:{stack.partition}:bedrock:*::foundation-model/*",
+                f"arn:{stack.partition}:bedrock:{stack.region}:{stack.account}:inference-profile/*",
+            ],
+        )
+    )
+    for pattern in (BEDROCK_FOUNDATION_MODELS, BEDROCK_INFERENCE_PROFILES):
+        acknowledge(
+            fn.role,
+            f"AwsSolutions-IAM5[Resource::{pattern}]",
+            "Which Bedrock models a deployment uses is configured at run time through the admin API, so the "
+            "grant covers model invocation only (no management actions), on foundation models and this "
+            "account's inference profiles.",
+        )
 
 
 def _acknowledge_provider_prefix(fn: ServiceFunction, secrets: TollgateSecrets) -> None:

@@ -118,6 +118,30 @@ def _table_resources(ids: dict[str, str]) -> dict[str, str]:
     return found
 
 
+# Bedrock runs on the function's role: chat converses and streams (stream), embeddings and images invoke.
+BEDROCK_ACTIONS = {
+    "stream": ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
+    "gateway": ["bedrock:InvokeModel"],
+}
+BEDROCK_RESOURCES = (
+    {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":bedrock:*::foundation-model/*"]]},
+    {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":bedrock:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":inference-profile/*",
+            ],
+        ]
+    },
+)
+
+
 @pytest.mark.parametrize("name", ["stream", "gateway"])
 def test_serving_functions_read_keys_and_routes_and_record_usage(
     role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str], name: str
@@ -133,6 +157,7 @@ def test_serving_functions_read_keys_and_routes_and_record_usage(
         | _grant(["dynamodb:PutItem"], _arn(ids["usage"]))
         | _grant(["secretsmanager:GetSecretValue"], {"Ref": ids["pepper"]}, PROVIDER_SECRETS)
         | _grant(["kms:Decrypt"], _arn(ids["key"]))
+        | _grant(BEDROCK_ACTIONS[name], *BEDROCK_RESOURCES)
     )
 
     assert _grants(role_statements[name]) == expected

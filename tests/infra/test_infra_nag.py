@@ -20,14 +20,25 @@ PROVIDER_PREFIX_FINDING = (
     "secret:tollgate/Tollgate/providers/*]"
 )
 
+# Model invocation on any foundation model (cross-region profiles) and on this account's profiles.
+BEDROCK_FINDINGS = {
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/*]",
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:<AWS::Region>:<AWS::AccountId>:inference-profile/*]",
+}
+
 # Every acknowledged finding, by construct. Adding one here is a reviewed decision, not a side effect.
 EXPECTED_ACKNOWLEDGMENTS = {
     "Tollgate/Secrets/Pepper": {"AwsSolutions-SMG4"},
     "Tollgate/Secrets/AdminKey": {"AwsSolutions-SMG4"},
     **{
-        f"Tollgate/Functions/{name}/Role": {"AwsSolutions-IAM5[Resource::*]", PROVIDER_PREFIX_FINDING}
-        for name in ("Stream", "Gateway", "Admin")
+        f"Tollgate/Functions/{name}/Role": {
+            "AwsSolutions-IAM5[Resource::*]",
+            PROVIDER_PREFIX_FINDING,
+            *BEDROCK_FINDINGS,
+        }
+        for name in ("Stream", "Gateway")
     },
+    "Tollgate/Functions/Admin/Role": {"AwsSolutions-IAM5[Resource::*]", PROVIDER_PREFIX_FINDING},
     # The sweeper reads no secret, so only the X-Ray finding every role carries.
     "Tollgate/Functions/Rollup/Role": {"AwsSolutions-IAM5[Resource::*]"},
     **{
