@@ -752,3 +752,35 @@ async def test_embeddings_and_images_errors_are_translated_like_chat() -> None:
             await r.provider.image(ImageRequest(model="m", prompt="x"), "i")
 
         assert failure.value.code == "upstream_auth_failed"
+
+
+def test_anthropic_only_hints_are_stripped_except_for_openrouter():
+    from tollgate.providers.openai_compat import build_chat_body
+    from tollgate.providers.presets import PRESETS
+    from tollgate.schemas.openai import ChatRequest
+
+    request = ChatRequest.model_validate(
+        {
+            "model": "m",
+            "top_k": 5,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
+                    "cache_control": {"type": "ephemeral"},
+                },
+                {"role": "assistant", "content": "ok", "thinking_blocks": [{"type": "thinking", "thinking": "x"}]},
+            ],
+        }
+    )
+
+    openai_body = build_chat_body(request, "gpt", PRESETS["openai"], stream=False)
+    openrouter_body = build_chat_body(request, "anthropic/claude", PRESETS["openrouter"], stream=False)
+
+    assert "top_k" not in openai_body and "thinking" not in openai_body
+    assert "cache_control" not in openai_body["messages"][0]
+    assert "cache_control" not in openai_body["messages"][0]["content"][0]
+    assert "thinking_blocks" not in openai_body["messages"][1]
+    assert openrouter_body["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert openrouter_body["top_k"] == 5

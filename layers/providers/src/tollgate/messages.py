@@ -77,6 +77,7 @@ _ERROR_TYPES: Final[Mapping[int, str]] = {
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -578,7 +579,8 @@ class AnthropicStreamEncoder:
             return
         reasoning = delta.get("reasoning_content")
         if reasoning and isinstance(reasoning, str):
-            self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
+            if self._block_kind != "thinking":
+                self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
             out.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
         thinking_blocks = delta.get("thinking_blocks")
         if isinstance(thinking_blocks, list):

@@ -27,7 +27,7 @@ async def create_message(
     body: MessagesRequest, principal: PrincipalDep, services: ServicesDep, request_id: RequestIdDep
 ) -> Response:
     chat_request = messages_to_chat(body)
-    call = await services.chat.begin(principal, chat_request, request_id)
+    call = await services.chat.begin(principal, chat_request, request_id, endpoint="messages")
     if body.stream:
         encoder = AnthropicStreamEncoder(body.model, input_tokens=estimate_prompt_tokens(chat_request))
         events = await call.open_stream(encoder)

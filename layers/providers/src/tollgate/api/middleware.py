@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tollgate.api.errors import error_body
 from tollgate.errors import PayloadTooLargeError, TollgateError
 from tollgate.observability import logger
 
@@ -45,7 +46,7 @@ class RequestContext:
 
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            await _send_error(send_with_id, _too_large(self.max_body_bytes))
+            await _send_error(send_with_id, _too_large(self.max_body_bytes), scope.get("path", ""))
             return
         received = 0
 
@@ -63,7 +64,7 @@ class RequestContext:
         except TollgateError as error:
             if started:
                 raise
-            await _send_error(send_with_id, error)
+            await _send_error(send_with_id, error, scope.get("path", ""))
         except Exception:
             if not started:
                 raise
@@ -85,8 +86,8 @@ def _too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
 
 
-async def _send_error(send: Any, error: TollgateError) -> None:
-    body = json.dumps(error.body()).encode()
+async def _send_error(send: Any, error: TollgateError, path: str) -> None:
+    body = json.dumps(error_body(error, path)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})

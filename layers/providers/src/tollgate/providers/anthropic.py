@@ -49,11 +49,11 @@ from tollgate.providers.base import USAGE_SOURCE_MARKER, Capability, ChatResult,
 # layered on top of the OpenAI-compatible family's.
 from tollgate.providers.openai_compat import (
     ERROR_BODY_LIMIT,
-    _drain,
-    _read_capped,
-    _redact,
-    _truncate,
+    drain_response,
     estimate_usage,
+    read_capped,
+    redact,
+    truncate_message,
 )
 from tollgate.providers.openai_compat import translate_upstream_error as translate_http_error
 from tollgate.sse import SSEDecoder
@@ -663,7 +663,7 @@ def _reported_error(error: Any, prefix: str, secrets: tuple[str, ...] = ()) -> U
     )
     message = error.get("message") if isinstance(error, dict) else error
     if isinstance(message, str) and message:
-        return UpstreamError(f"{prefix}: {_redact(_truncate(message), secrets)}", code=code)
+        return UpstreamError(f"{prefix}: {redact(truncate_message(message), secrets)}", code=code)
     return UpstreamError(f"{prefix}.", code=code)
 
 
@@ -975,7 +975,7 @@ class AnthropicProvider:
                 if not raw:
                     break
             if translator.done:
-                await _drain(response)
+                await drain_response(response)
         if not translator.done:
             raise UpstreamError(
                 f"The provider '{self._name}' stream ended early.", code="upstream_disconnected"
@@ -1008,13 +1008,13 @@ class AnthropicProvider:
         )
 
     async def _error(self, response: aiohttp.ClientResponse) -> TollgateError:
-        body = await _read_capped(response, ERROR_BODY_LIMIT)
+        body = await read_capped(response, ERROR_BODY_LIMIT)
         return translate_upstream_error(
             response.status, body, response.headers, provider=self._name, secrets=self._secrets
         )
 
     async def _not_a_stream(self, response: aiohttp.ClientResponse) -> TollgateError:
-        body = await _read_capped(response, ERROR_BODY_LIMIT)
+        body = await read_capped(response, ERROR_BODY_LIMIT)
         try:
             parsed = _loads(body)
         except (ValueError, UnicodeDecodeError):

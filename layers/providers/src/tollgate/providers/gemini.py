@@ -67,9 +67,11 @@ from tollgate.providers.base import (
 )
 from tollgate.providers.openai_compat import (
     ERROR_BODY_LIMIT,
-    MESSAGE_LIMIT,
     estimate_usage,
     parse_retry_after,
+    read_capped,
+    redact,
+    truncate_message,
 )
 from tollgate.sse import SSEDecoder
 from tollgate.tokens import estimate_tokens
@@ -1179,7 +1181,7 @@ def parse_imagen_response(body: Any, *, provider: str) -> ImageResult:
         elif prediction.get("raiFilteredReason"):
             filtered.append(str(prediction["raiFilteredReason"]))
     if not data:
-        reason = f": {_truncate(filtered[0])}" if filtered else "."
+        reason = f": {truncate_message(filtered[0])}" if filtered else "."
         raise UpstreamRejectedError(
             f"The provider '{provider}' generated no image for this prompt{reason}",
             status=400,
@@ -1223,7 +1225,7 @@ def parse_image_generate_responses(bodies: Sequence[Any], *, provider: str) -> I
             prompt += usage.prompt_tokens
             completion += usage.completion_tokens
     if not data:
-        reason = f": {_truncate(refusal)}" if refusal else "."
+        reason = f": {truncate_message(refusal)}" if refusal else "."
         raise UpstreamRejectedError(
             f"The provider '{provider}' generated no image for this prompt{reason}",
             status=400,
@@ -1260,7 +1262,7 @@ def translate_gemini_error(
         )
     error = _error_object(body)
     message = error.get("message")
-    message = _redact(_truncate(message), secrets) if isinstance(message, str) and message else None
+    message = redact(truncate_message(message), secrets) if isinstance(message, str) and message else None
     google_status = error.get("status")
     details = [item for item in error.get("details") or () if isinstance(item, dict)]
     reasons = {str(item.get("reason", "")) for item in details}
@@ -1316,19 +1318,8 @@ def _retry_delay(details: list[dict[str, Any]]) -> int | None:
 def _reported_error(error: Any, prefix: str, secrets: tuple[str, ...] = ()) -> UpstreamError:
     message = error.get("message") if isinstance(error, dict) else error
     if isinstance(message, str) and message:
-        return UpstreamError(f"{prefix}: {_redact(_truncate(message), secrets)}")
+        return UpstreamError(f"{prefix}: {redact(truncate_message(message), secrets)}")
     return UpstreamError(f"{prefix}.")
-
-
-def _truncate(text: str) -> str:
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
-
-
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, _REDACTED)
-    return text
 
 
 # -- Transport ---------------------------------------------------------------------------------
@@ -1470,13 +1461,13 @@ class GeminiProvider:
             raise UpstreamError(f"The provider '{self._name}' sent a malformed stream event.") from None
 
     async def _error(self, response: aiohttp.ClientResponse) -> TollgateError:
-        body = await _read_capped(response, ERROR_BODY_LIMIT)
+        body = await read_capped(response, ERROR_BODY_LIMIT)
         return translate_gemini_error(
             response.status, body, response.headers, provider=self._name, secrets=self._secrets
         )
 
     async def _not_a_stream(self, response: aiohttp.ClientResponse) -> TollgateError:
-        error = _error_object(await _read_capped(response, ERROR_BODY_LIMIT))
+        error = _error_object(await read_capped(response, ERROR_BODY_LIMIT))
         if error:
             return _reported_error(error, f"The provider '{self._name}' reported an error", self._secrets)
         return UpstreamError(f"The provider '{self._name}' did not answer with an event stream.")
@@ -1498,13 +1489,3 @@ async def _await(call: Awaitable[_T]) -> _T:
     return await call
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while size < limit:
-        part = await response.content.read(limit - size)
-        if not part:
-            break
-        parts.append(part)
-        size += len(part)
-    return b"".join(parts)

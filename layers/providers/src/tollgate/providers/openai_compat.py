@@ -97,6 +97,8 @@ def build_chat_body(
     """
     body = request.model_dump(exclude_none=True)
     body["model"] = upstream_model
+    if preset.type != "openrouter":  # OpenRouter passes these on to Anthropic models; others refuse them
+        strip_anthropic_hints(body)
     if request.stream if stream is None else stream:
         body["stream"] = True
         if preset.stream_usage_option:
@@ -109,6 +111,28 @@ def build_chat_body(
         body["stream"] = False
         body.pop("stream_options", None)
     return body
+
+
+#: Fields an Anthropic client's request carries through Tollgate's OpenAI shape (see ``messages.py``),
+#: meaningless to other vendors, and refused by strict OpenAI-compatible upstreams.
+ANTHROPIC_BODY_HINTS = ("thinking", "top_k")
+ANTHROPIC_MESSAGE_HINTS = ("thinking_blocks", "cache_control")
+
+
+def strip_anthropic_hints(body: dict[str, Any]) -> None:
+    """Removes Anthropic-only hints from an upstream body, in place."""
+    for name in ANTHROPIC_BODY_HINTS:
+        body.pop(name, None)
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        for name in ANTHROPIC_MESSAGE_HINTS:
+            message.pop(name, None)
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict):
+                    part.pop("cache_control", None)
 
 
 def capabilities_for(preset: Preset) -> frozenset[Capability]:
@@ -285,7 +309,7 @@ def translate_upstream_error(
     if status in _REJECTED_STATUSES:
         if message is None:
             message = f"The provider '{provider}' rejected the request (HTTP {status})."
-        return UpstreamRejectedError(_redact(message, secrets), status=status, code=code)
+        return UpstreamRejectedError(redact(message, secrets), status=status, code=code)
     return UpstreamError(f"The provider '{provider}' failed (HTTP {status}).")
 
 
@@ -299,13 +323,13 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None]:
         return None, None
     error = parsed.get("error", parsed)
     if isinstance(error, str):  # Ollama: {"error": "model 'x' not found"}
-        return _truncate(error), None
+        return truncate_message(error), None
     if not isinstance(error, dict):
         return None, None
     message = error.get("message")
     code = error.get("code")
     return (
-        _truncate(message) if isinstance(message, str) and message else None,
+        truncate_message(message) if isinstance(message, str) and message else None,
         code if isinstance(code, str) and 0 < len(code) <= 64 and code.isprintable() else None,
     )
 
@@ -314,15 +338,15 @@ def _reported_error(error: Any, prefix: str, secrets: tuple[str, ...] = ()) -> U
     """An ``{"error": ...}`` payload a provider sent with a 200 or inside a stream."""
     message = error.get("message") if isinstance(error, dict) else error
     if isinstance(message, str) and message:
-        return UpstreamError(f"{prefix}: {_redact(_truncate(message), secrets)}")
+        return UpstreamError(f"{prefix}: {redact(truncate_message(message), secrets)}")
     return UpstreamError(f"{prefix}.")
 
 
-def _truncate(text: str) -> str:
+def truncate_message(text: str) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
 
 
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
+def redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, _REDACTED)
@@ -513,7 +537,7 @@ class OpenAICompatibleProvider:
                 if not raw:
                     break
             if done:
-                await _drain(response)
+                await drain_response(response)
         if not done and not finished:
             raise UpstreamError(
                 f"The provider '{self._name}' stream ended early.", code="upstream_disconnected"
@@ -534,13 +558,13 @@ class OpenAICompatibleProvider:
         return chunk
 
     async def _error(self, response: aiohttp.ClientResponse) -> TollgateError:
-        body = await _read_capped(response, ERROR_BODY_LIMIT)
+        body = await read_capped(response, ERROR_BODY_LIMIT)
         return translate_upstream_error(
             response.status, body, response.headers, provider=self._name, secrets=self._secrets
         )
 
     async def _not_a_stream(self, response: aiohttp.ClientResponse) -> TollgateError:
-        body = await _read_capped(response, ERROR_BODY_LIMIT)
+        body = await read_capped(response, ERROR_BODY_LIMIT)
         try:
             parsed = _loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -590,7 +614,7 @@ def _chunk_frame(source: ChatChunk | None, public_model: str) -> ChatChunk:
     return frame
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while size < limit:
@@ -602,7 +626,7 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
+async def drain_response(response: aiohttp.ClientResponse) -> None:
     """Reads what follows ``[DONE]`` (usually just the end of the chunked body) so the connection
     goes back to the pool; gives up quickly on a provider that keeps it open.
     """
