@@ -112,13 +112,14 @@ class ChatService:
         request_id: str,
         *,
         idempotency: tuple[str, str] | None = None,
+        endpoint: str = "chat.completions",
     ) -> ChatCall:
         meter = Meter(
             self._billing,
             principal,
             request_id,
             model=request.model,
-            endpoint="chat.completions",
+            endpoint=endpoint,
             stream=request.stream,
         )
         call = ChatCall(meter, request, self._settings)
