@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from tollgate.admin.principal import BOOTSTRAP, AdminPrincipal
 from tollgate.container import Services
 from tollgate.errors import AuthenticationError
 from tollgate.keys import MAX_TOKEN_LENGTH, Principal
@@ -41,13 +42,17 @@ async def get_principal(request: Request, services: ServicesDep) -> Principal:
     return await services.keys.authenticate(presented_token(request))
 
 
-def require_admin(request: Request, services: ServicesDep) -> None:
+def require_admin(request: Request, services: ServicesDep) -> AdminPrincipal:
     """The bootstrap admin key, compared in constant time. Runs in the thread pool (a cached read)."""
     token = presented_token(request)
     if not token or len(token) > MAX_TOKEN_LENGTH * 4:
         raise AuthenticationError("Missing or malformed admin credentials.")
     if not hmac.compare_digest(token.encode(), services.secrets.admin_key().encode()):
         raise AuthenticationError("Incorrect admin credentials.")
+    return BOOTSTRAP
+
+
+AdminDep = Annotated[AdminPrincipal, Depends(require_admin)]
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
