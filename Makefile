@@ -14,7 +14,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export UV_LINK_MODE := copy
 
 .PHONY: help install dev test test-unit test-functional test-providers test-infra test-e2e lint format \
-        synth deploy layer clean
+        synth deploy layer clean bench bench-smoke
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,8 +36,8 @@ install: .venv/.installed node_modules/.installed ## Install Python (uv, locked)
 dev: .venv/.installed ## Run Tollgate locally on 127.0.0.1:$${TOLLGATE_PORT:-8080}, with moto for AWS
 	$(UV) run --frozen python -m tollgate.local.runner
 
-test: install ## Run every test tier (what CI runs)
-	$(PYTEST) -q -p no:cacheprovider
+test: install ## Run every test tier (what CI runs), on both cores
+	$(PYTEST) -q -p no:cacheprovider -n 2 --dist loadfile
 
 test-unit: .venv/.installed ## Pure logic: translation, money, parsing
 	$(PYTEST) -q tests/unit
@@ -53,6 +53,12 @@ test-infra: install ## The synthesized CDK stack, with assertions and cdk-nag
 
 test-e2e: .venv/.installed ## A live local server driven by the official SDKs
 	$(PYTEST) -q tests/e2e
+
+bench: .venv/.installed ## Benchmark vs the direct path and LiteLLM (15-20 min; apt-installs wrk if root): writes bench/RESULTS.md
+	$(UV) run --frozen --group bench python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: .venv/.installed ## The benchmark harness end to end in seconds (a few requests per path)
+	$(UV) run --frozen python -m bench.run --smoke
 
 lint: .venv/.installed ## ruff (lint + format check) and mypy (strict on tollgate)
 	$(UV) run --frozen ruff check .

@@ -3,12 +3,13 @@
 - ``stream``: FastAPI under uvicorn, behind the Lambda Web Adapter, so chat responses can stream;
 - ``gateway``: FastAPI under Mangum (buffered): models, embeddings, images;
 - ``admin``: FastAPI under Mangum: the admin API and the console;
-- ``rollup``: scheduled (``infra/schedule.py``): settles holds that dead processes left behind and
-  expires unused starter credits (``Billing.sweep``).
+- ``rollup``: scheduled (``infra/schedule.py``): settles holds that dead processes left behind,
+  expires unused starter credits (``Billing.sweep``) and rolls usage up into the analytics table
+  (``tollgate.rollup``).
 
 Every function receives the full settings environment (the runtime validates all of it at cold start),
 but permissions differ: only ``admin`` can write the catalog, read the admin key or manage provider
-secrets; ``rollup`` touches the ledger and usage tables only, and no secret at all.
+secrets; ``rollup`` touches the ledger, usage and analytics tables only, and no secret at all.
 
 Ledger permissions follow ``tollgate.store.ledger`` call by call. ``TransactWriteItems`` is not an IAM
 action: each item in a transaction is authorised by its own action (``Put`` -> ``PutItem``, ``Update`` ->
@@ -23,12 +24,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from infra.auth import TollgateAuth
 from infra.nag import acknowledge
 from infra.paths import FUNCTIONS_DIR
 from infra.secrets import TollgateSecrets
 from infra.service_function import ServiceFunction, ServiceFunctionProps
 from infra.tables import TollgateTables
-from tollgate.store.schema import CATALOG, LEDGER, USAGE
+from tollgate.store.schema import ANALYTICS, AUDIT, CATALOG, LEDGER, USAGE
 
 # Lambda Web Adapter, published by AWS in every commercial region under this account. Pinned, not
 # "latest": the newest version in awslabs/aws-lambda-web-adapter's docs (getting-started/zip-packages).
@@ -50,6 +52,8 @@ ROLLUP_TIMEOUT = Duration.minutes(5)
 
 # The sweeper finds accounts with holds through this sparse index (``account_shard``), never by scanning.
 LEDGER_ACCOUNTS_INDEX = "accounts"
+# The rollup reads recent usage records, every tenant's, one day's partition at a time.
+USAGE_BY_DAY_INDEX = "by_day"
 
 POWERTOOLS_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": "tollgate",
@@ -78,6 +82,7 @@ class TollgateFunctions(Construct):
         tables: TollgateTables,
         secrets: TollgateSecrets,
         layer: lambda_.ILayerVersion,
+        auth: TollgateAuth,
     ) -> None:
         super().__init__(scope, construct_id)
         environment = {**POWERTOOLS_ENVIRONMENT, **tables.environment, **secrets.environment}
@@ -125,7 +130,8 @@ class TollgateFunctions(Construct):
                 handler="handler.handler",
                 description="Tollgate admin API and console: FastAPI under Mangum",
                 layers=[layer],
-                environment=environment,
+                # Only the admin function accepts admin sign-in tokens, so only it knows the issuer.
+                environment={**environment, **auth.environment},
                 memory_size=512,
                 timeout=BUFFERED_TIMEOUT,
             ),
@@ -139,7 +145,7 @@ class TollgateFunctions(Construct):
             ServiceFunctionProps(
                 code_dir=FUNCTIONS_DIR / "rollup",
                 handler="handler.handler",
-                description="Tollgate scheduled sweep: settles abandoned holds, expires starter credits",
+                description="Tollgate scheduled run: sweeps holds and starter credits, rolls up usage",
                 layers=[layer],
                 environment=environment,
                 memory_size=512,
@@ -212,6 +218,24 @@ class TollgateFunctions(Construct):
             indexes=False,
         )
         tables.grant(fn.role, USAGE, "dynamodb:Query", indexes=True)
+        # Analytics (read only): a tenant's buckets on the table, every tenant's of a period on
+        # by_period, and the rollup's watermark (GetItem).
+        tables.grant(fn.role, ANALYTICS, "dynamodb:GetItem", "dynamodb:Query", indexes=True)
+        # Audit log, append-only: GetItem reads the chain head and one entry; a TransactWriteItems
+        # puts the entry (PutItem) and moves the head (UpdateItem), each conditional; Query lists and
+        # verifies on the table, and lists one tenant's entries on by_tenant. No DeleteItem, ever:
+        # and an entry overwritten anyway would break the hash chain, which ``?verify=true`` reports.
+        tables.grant(
+            fn.role,
+            AUDIT,
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            indexes=False,
+        )
+        for index in AUDIT.indexes:
+            tables.grant_index(fn.role, AUDIT, index.name, "dynamodb:Query")
         secrets.grant_read_pepper(fn.role)
         secrets.grant_read_admin_key(fn.role)
         secrets.grant_manage_provider_secrets(fn.role)
@@ -226,6 +250,10 @@ class TollgateFunctions(Construct):
         transactions of ``Update`` (holds, account, concurrency counter), ``Put`` (entries) and
         ``Delete`` (an abandoned request's idempotency claim). Usage: the settlement's record ``Put``.
         No catalog, secret or key: the sweep prices nothing, it settles each hold at its reserved amount.
+
+        Rollup (``tollgate.rollup``): reads recent usage records on the ``by_day`` index (``Query``);
+        analytics: puts buckets (``PutItem``), reads a tenant-day's hour buckets back (``Query`` on the
+        table) and reads and moves its watermark (``GetItem``, ``UpdateItem``).
         """
         tables.grant_index(fn.role, LEDGER, LEDGER_ACCOUNTS_INDEX, "dynamodb:Query")
         tables.grant(
@@ -237,6 +265,16 @@ class TollgateFunctions(Construct):
             indexes=False,
         )
         tables.grant(fn.role, USAGE, "dynamodb:PutItem", indexes=False)
+        tables.grant_index(fn.role, USAGE, USAGE_BY_DAY_INDEX, "dynamodb:Query")
+        tables.grant(
+            fn.role,
+            ANALYTICS,
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            indexes=False,
+        )
 
 
 BEDROCK_FOUNDATION_MODELS = "arn:<AWS::Partition>:bedrock:*::foundation-model/*"

@@ -8,8 +8,10 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from infra.api import TollgateApi
+from infra.auth import TollgateAuth
 from infra.functions import TollgateFunctions
 from infra.layer import TollgateLayer
+from infra.monitoring import TollgateMonitoring
 from infra.schedule import TollgateSchedule
 from infra.secrets import TollgateSecrets
 from infra.tables import TollgateTables
@@ -21,8 +23,14 @@ class TollgateStack(Stack):
         self.tables = TollgateTables(self, "Tables")
         self.secrets = TollgateSecrets(self, "Secrets")
         self.layer = TollgateLayer(self, "Runtime")
+        self.auth = TollgateAuth(self, "Auth")
         self.functions = TollgateFunctions(
-            self, "Functions", tables=self.tables, secrets=self.secrets, layer=self.layer.layer
+            self,
+            "Functions",
+            tables=self.tables,
+            secrets=self.secrets,
+            layer=self.layer.layer,
+            auth=self.auth,
         )
         self.api = TollgateApi(
             self,
@@ -32,6 +40,21 @@ class TollgateStack(Stack):
             admin=self.functions.admin.function,
         )
         self.schedule = TollgateSchedule(self, "Schedule", rollup=self.functions.rollup.function)
+        functions = self.functions
+        self.monitoring = TollgateMonitoring(
+            self,
+            "Monitoring",
+            api=self.api.api,
+            functions={
+                "stream": functions.stream.function,
+                "gateway": functions.gateway.function,
+                "admin": functions.admin.function,
+                "rollup": functions.rollup.function,
+            },
+            tables=self.tables,
+            rollup=functions.rollup.function,
+            dead_letters=self.schedule.dead_letters,
+        )
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Root URL of the Tollgate API stage")
         CfnOutput(
@@ -40,6 +63,19 @@ class TollgateStack(Stack):
             value=f"{self.api.url}v1",
             description="Base URL for OpenAI and Anthropic SDK clients",
         )
+        CfnOutput(
+            self,
+            "AdminUserPoolId",
+            value=self.auth.user_pool.user_pool_id,
+            description="Cognito user pool of admin users (put each in a tollgate-<role> group)",
+        )
+        CfnOutput(
+            self,
+            "AdminClientId",
+            value=self.auth.client.user_pool_client_id,
+            description="App client for admin sign-in (cognito-idp initiate-auth --client-id)",
+        )
+        CfnOutput(self, "AdminOidcIssuer", value=self.auth.issuer, description="Issuer of admin ID tokens")
         CfnOutput(
             self,
             "AdminKeySecretArn",

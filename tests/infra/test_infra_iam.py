@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tollgate.store.schema import CATALOG, LEDGER, USAGE
+from tollgate.store.schema import ANALYTICS, AUDIT, CATALOG, LEDGER, USAGE
 
 if TYPE_CHECKING:
     from tests.infra.conftest import Synthesized
@@ -52,6 +52,9 @@ def ids(synthesized: Synthesized, service_functions: dict[str, Any]) -> dict[str
         "catalog": logical(stack.tables.table(CATALOG)),
         "usage": logical(stack.tables.table(USAGE)),
         "ledger": logical(stack.tables.table(LEDGER)),
+        "audit": logical(stack.tables.table(AUDIT)),
+        "analytics": logical(stack.tables.table(ANALYTICS)),
+        "dead_letters": logical(stack.schedule.dead_letters),
         "key": logical(stack.secrets.key),
         "pepper": logical(stack.secrets.pepper),
         "admin_key": logical(stack.secrets.admin_key),
@@ -102,8 +105,18 @@ LEDGER_AND_USAGE_ACTIONS: dict[str, dict[str, set[str]]] = {
         "ledger": set(ROLLUP_LEDGER_ACTIONS),
         "ledger/index/accounts": set(ROLLUP_ACCOUNTS_INDEX_ACTIONS),
         "usage": {"dynamodb:PutItem"},
+        # The rollup reads recent records of every tenant, one day's partition at a time.
+        "usage/index/by_day": {"dynamodb:Query"},
     },
 }
+
+# Analytics: the rollup puts buckets, reads a tenant-day's hours back, and keeps its watermark; the
+# admin function only reads (a tenant's buckets, a period's on by_period, the watermark). No one
+# deletes a bucket, and no data-plane function touches the table.
+ROLLUP_ANALYTICS_ACTIONS = ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:GetItem", "dynamodb:UpdateItem"]
+ADMIN_ANALYTICS_ACTIONS = ["dynamodb:GetItem", "dynamodb:Query"]
+# What SqsDestination grants, on the rollup's dead-letter queue only.
+DEAD_LETTER_ACTIONS = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
 
 
 def _table_resources(ids: dict[str, str]) -> dict[str, str]:
@@ -200,20 +213,64 @@ def test_admin_function_manages_the_catalog_and_provider_credentials(
             PROVIDER_SECRETS,
         )
         | _grant(["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"], _arn(ids["key"]))
+        | _grant(AUDIT_TABLE_ACTIONS, _arn(ids["audit"]))
+        | _grant(["dynamodb:Query"], *(_index_arn(ids["audit"], index.name) for index in AUDIT.indexes))
+        | _grant(
+            ADMIN_ANALYTICS_ACTIONS,
+            _arn(ids["analytics"]),
+            *(_index_arn(ids["analytics"], index.name) for index in ANALYTICS.indexes),
+        )
     )
 
     assert _grants(role_statements["admin"]) == expected
 
 
+# The audit log is append-only: read the head and entries, put an entry and move the head (one
+# conditional transaction), query. Never DeleteItem; no other function touches the table.
+AUDIT_TABLE_ACTIONS = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"]
+
+
+def test_only_the_admin_function_touches_the_audit_log_and_none_may_delete(
+    role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str]
+) -> None:
+    audit = json.dumps(_arn(ids["audit"]), sort_keys=True)
+    for name, statements in role_statements.items():
+        on_audit = {action for action, resource in _grants(statements) if ids["audit"] in resource}
+        if name == "admin":
+            assert {action for action, resource in _grants(statements) if resource == audit} == set(
+                AUDIT_TABLE_ACTIONS
+            )
+            assert "dynamodb:DeleteItem" not in on_audit
+        else:
+            assert on_audit == set(), name
+
+
+def test_only_the_rollup_writes_analytics_and_only_the_admin_function_reads_them(
+    role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str]
+) -> None:
+    for name, statements in role_statements.items():
+        on_analytics = {action for action, resource in _grants(statements) if ids["analytics"] in resource}
+        expected = {
+            "rollup": set(ROLLUP_ANALYTICS_ACTIONS),
+            "admin": set(ADMIN_ANALYTICS_ACTIONS),
+        }.get(name, set())
+        assert on_analytics == expected, name
+        assert "dynamodb:DeleteItem" not in on_analytics
+
+
 def test_rollup_function_sweeps_the_ledger_and_touches_nothing_else(
     role_statements: dict[str, list[dict[str, Any]]], ids: dict[str, str]
 ) -> None:
-    """Ledger and usage only: no catalog, no secret, no key (it never reads one)."""
+    """Ledger, usage and analytics only: no catalog, no secret, no key (it never reads one); and its
+    own dead-letter queue, where Lambda sends a run that failed after its retry."""
     expected = (
         _baseline(ids, "rollup")
         | _grant(ROLLUP_ACCOUNTS_INDEX_ACTIONS, _index_arn(ids["ledger"], "accounts"))
         | _grant(ROLLUP_LEDGER_ACTIONS, _arn(ids["ledger"]))
         | _grant(["dynamodb:PutItem"], _arn(ids["usage"]))
+        | _grant(["dynamodb:Query"], _index_arn(ids["usage"], "by_day"))
+        | _grant(ROLLUP_ANALYTICS_ACTIONS, _arn(ids["analytics"]))
+        | _grant(DEAD_LETTER_ACTIONS, _arn(ids["dead_letters"]))
     )
 
     assert _grants(role_statements["rollup"]) == expected

@@ -45,6 +45,10 @@ EXPECTED_ACKNOWLEDGMENTS = {
         f"Tollgate/Functions/{name}/Function": {"AwsSolutions-L1"}
         for name in ("Stream", "Gateway", "Admin", "Rollup")
     },
+    # The rollup's dead-letter queue is a dead-letter queue: it needs none of its own.
+    "Tollgate/Schedule/DeadLetters": {"AwsSolutions-SQS3"},
+    # Cognito's Plus feature plan (threat protection) is a paid option; MFA is required instead.
+    "Tollgate/Auth/AdminUsers": {"AwsSolutions-COG8"},
     "Tollgate/Api/Api": {
         "AwsSolutions-APIG2",
         "AwsSolutions-APIG3",

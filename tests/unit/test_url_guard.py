@@ -18,6 +18,7 @@ from tollgate.providers.http import (
     ForbiddenUpstreamAddressError,
     GuardedResolver,
     HttpClient,
+    check_resolved_url,
     check_upstream_url,
 )
 
@@ -274,3 +275,50 @@ def test_the_client_refuses_an_ip_literal_the_resolver_never_sees() -> None:
             assert upstream.requests == []
 
     asyncio.run(scenario())
+
+
+# -- For clients that resolve names themselves (botocore, for Bedrock) ---------------------------
+
+
+def _resolving_to(*addresses: str):  # type: ignore[no-untyped-def]
+    def resolve(host: str, port: object, **_: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, 0, 0, "", (a, 0)) for a in addresses]
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ("169.254.169.254",),
+        ("fd00:ec2::254",),
+        ("93.184.216.34", "10.0.0.7"),
+        ("127.0.0.1",),
+        ("::ffff:169.254.169.254",),
+    ],
+)
+def test_a_resolved_forbidden_address_is_refused_before_sending(addresses: tuple[str, ...]) -> None:
+    with pytest.raises(UpstreamError) as refused:
+        check_resolved_url("https://bedrock.example", "b", resolve=_resolving_to(*addresses), **STRICT)
+
+    assert refused.value.code == "upstream_address_forbidden"
+    assert "169.254" not in refused.value.message and "bedrock.example" not in refused.value.message
+
+
+def test_a_resolved_public_address_passes_and_an_unresolvable_name_does_not() -> None:
+    check_resolved_url("https://bedrock.example", "b", resolve=_resolving_to("93.184.216.34"), **STRICT)
+
+    def nowhere(*_: object, **__: object) -> list[tuple[object, ...]]:
+        raise socket.gaierror("no such name")
+
+    with pytest.raises(UpstreamError) as refused:
+        check_resolved_url("https://bedrock.example", "b", resolve=nowhere, **STRICT)
+    assert refused.value.code == "upstream_unreachable"
+
+
+def test_the_text_is_checked_before_any_lookup() -> None:
+    def never(*_: object, **__: object) -> list[tuple[object, ...]]:
+        raise AssertionError("resolved a URL whose text is refused")
+
+    with pytest.raises(UpstreamError):
+        check_resolved_url("http://169.254.169.254/", "b", resolve=never, **LOCAL)

@@ -34,6 +34,8 @@ from tollgate.store.ledger import AccountRef, Hold, LimitClaim, Settlement
 from tollgate.store.records import Budget, PriceRecord, UsageRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tollgate.keys import Principal
     from tollgate.providers.base import Usage
     from tollgate.settings import Settings
@@ -392,11 +394,14 @@ class Billing:
 
     # -- sweeping ----------------------------------------------------------------------------------
 
-    def sweep(self, now_ms: int | None = None) -> dict[str, int]:
+    def sweep(
+        self, now_ms: int | None = None, *, on_settled: Callable[[Hold], None] | None = None
+    ) -> dict[str, int]:
         """Settles holds their processes left behind, and expires unused starter credits.
 
         Blocking; runs in the scheduled function (and on a timer locally). Idempotent: running it
-        twice, or twice at once, settles nothing twice.
+        twice, or twice at once, settles nothing twice. ``on_settled`` hears of each hold this run
+        settled (the rollup re-folds the hours their usage records landed in).
         """
         now_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
         seen: set[str] = set()
@@ -411,6 +416,8 @@ class Billing:
                 seen.add(hold.request_id)
                 if self._settle_abandoned(hold):
                     counts["holds_settled"] += 1
+                    if on_settled is not None:
+                        on_settled(hold)
                 else:
                     counts["holds_already_settled"] += 1
             if account.get("sk") == "ACCOUNT" and self._expire_starter(account, now_ms):

@@ -2,14 +2,19 @@
 
 ``ChatService.begin`` does everything that can fail with a clean HTTP error before a response
 starts: access, model resolution and admission (the worst case is held, or the request is
-refused with 402, 429 or 503 before any upstream call). A ``ChatCall`` then runs it either way:
+refused with 402, 429 or 503 before any upstream call). A ``ChatCall`` then runs it either way,
+through the ``Router`` (retries, fallback to the model's next deployment, circuit breaking):
 
 * ``complete()`` returns the finished ``chat.completion`` body, already settled;
 * ``open_stream()`` waits for the provider's first chunk (so an upstream failure is still an
-  HTTP error, and the hold is voided), then returns the encoded byte stream. The request is
-  settled when the provider's usage arrives, just before the usage chunk goes out; a failure
-  after the first byte becomes an error event in the client's wire format and is settled on
-  what was delivered.
+  HTTP error, and the hold is voided), then returns the encoded byte stream. Retries and fallback
+  happen only while that first chunk is awaited: never once the client may have seen output.
+  The request is settled when the provider's usage arrives, just before the usage chunk goes
+  out; a failure after the first byte becomes an error event in the client's wire format and is
+  settled on what was delivered.
+
+Admission happens once, before the first attempt, and settlement once, after the last; the usage
+record names the deployment that actually served (or, on failure, the last one tried).
 
 If the client goes away mid-stream, a background task keeps reading the provider's stream for
 up to ``stream_drain_seconds`` to get its real usage, and otherwise settles an estimate of what
@@ -30,12 +35,15 @@ from tollgate.errors import ModelNotFoundError, TollgateError, UpstreamError
 from tollgate.metering import Meter
 from tollgate.observability import logger
 from tollgate.providers.base import USAGE_SOURCE_MARKER, Usage, UsageSource
+from tollgate.routing import Deadline
 from tollgate.tokens import estimate_prompt_tokens, estimate_tokens, prompt_token_bound
 
 if TYPE_CHECKING:
     from tollgate.billing import Billing
     from tollgate.keys import Principal
-    from tollgate.providers.registry import Deployment, ProviderRegistry
+    from tollgate.providers.base import ChatResult
+    from tollgate.providers.registry import Deployment, Plan, ProviderRegistry
+    from tollgate.routing import Router
     from tollgate.schemas.openai import ChatChunk, ChatRequest
     from tollgate.settings import Settings
 
@@ -100,10 +108,13 @@ def bill_headers(bill: Bill, currency: str) -> dict[str, str]:
 
 
 class ChatService:
-    def __init__(self, registry: ProviderRegistry, billing: Billing, settings: Settings) -> None:
+    def __init__(
+        self, registry: ProviderRegistry, billing: Billing, settings: Settings, router: Router
+    ) -> None:
         self._registry = registry
         self._billing = billing
         self._settings = settings
+        self._router = router
 
     async def begin(
         self,
@@ -113,7 +124,9 @@ class ChatService:
         *,
         idempotency: tuple[str, str] | None = None,
         endpoint: str = "chat.completions",
+        deadline: Deadline | None = None,
     ) -> ChatCall:
+        """Resolves and admits a request (``deadline``: by default ``request_timeout_seconds``)."""
         meter = Meter(
             self._billing,
             principal,
@@ -122,11 +135,14 @@ class ChatService:
             endpoint=endpoint,
             stream=request.stream,
         )
-        call = ChatCall(meter, request, self._settings)
+        if deadline is None:
+            deadline = Deadline(self._settings.request_timeout_seconds)
+        call = ChatCall(meter, request, self._settings, self._router, deadline)
         try:
             if not principal.may_use(request.model):
                 raise ModelNotFoundError(request.model)
-            meter.deployment = await self._registry.resolve(request.model)
+            call.plan = await self._registry.resolve(request.model)
+            meter.deployment = call.plan.primary  # what the hold records; the router updates it
             demand = Demand(
                 prompt_tokens=prompt_token_bound(request),
                 output_tokens=request.output_limit or self._settings.default_max_output_tokens,
@@ -143,6 +159,9 @@ class ChatCall:
     meter: Meter
     request: ChatRequest
     settings: Settings
+    router: Router
+    deadline: Deadline
+    plan: Plan | None = None
     replay: Replay | None = None
     usage: Usage | None = None
     bill: Bill | None = None
@@ -150,9 +169,15 @@ class ChatCall:
 
     @property
     def deployment(self) -> Deployment:
+        """The deployment serving the call (before it runs: the plan's first)."""
         if self.meter.deployment is None:
             raise RuntimeError("ChatCall used before ChatService.begin resolved it")
         return self.meter.deployment
+
+    def _plan(self) -> Plan:
+        if self.plan is None:
+            raise RuntimeError("ChatCall used before ChatService.begin resolved it")
+        return self.plan
 
     @property
     def currency(self) -> str:
@@ -162,9 +187,10 @@ class ChatCall:
 
     async def complete(self) -> bytes:
         """Runs the request; returns the settled ``chat.completion`` JSON body."""
-        deployment = self.deployment
         try:
-            result = await deployment.provider.chat(self.request, deployment.upstream_model)
+            result, _ = await self.router.run(
+                self._plan(), self._chat, deadline=self.deadline, request_id=self.meter.request_id
+            )
         except TollgateError as error:
             await self.meter.void(status=error.status, error_code=error.code)
             raise
@@ -179,6 +205,10 @@ class ChatCall:
         )
         return body.encode()
 
+    async def _chat(self, deployment: Deployment) -> ChatResult:
+        self.meter.deployment = deployment
+        return await deployment.provider.chat(self.request, deployment.upstream_model)
+
     def _bill_fields(self) -> dict[str, Any]:
         return bill_fields(self.bill, self.currency) if self.bill else {}
 
@@ -189,19 +219,31 @@ class ChatCall:
 
     async def open_stream(self, encoder: StreamEncoder | None = None) -> AsyncIterator[bytes]:
         """Waits for the provider's first chunk, then returns the encoded byte stream."""
-        deployment = self.deployment
-        chunks = deployment.provider.stream(self.request, deployment.upstream_model)
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            error = UpstreamError("The provider ended the stream before sending anything.")
-            await self.meter.void(status=error.status, error_code=error.code)
-            raise error from None
+            (first, chunks), _ = await self.router.run(
+                self._plan(), self._first_chunk, deadline=self.deadline, request_id=self.meter.request_id
+            )
         except TollgateError as error:
             await self.meter.void(status=error.status, error_code=error.code)
             raise
         self.meter.mark_first_byte()
         return self._events(first, chunks, encoder or OpenAIStreamEncoder(self.request.wants_usage_chunk))
+
+    async def _first_chunk(self, deployment: Deployment) -> tuple[ChatChunk, AsyncIterator[ChatChunk]]:
+        """One attempt at a stream: opens it on ``deployment`` and reads its first chunk. Nothing
+        has reached the client yet, so the router may still retry or fall back."""
+        self.meter.deployment = deployment
+        chunks = deployment.provider.stream(self.request, deployment.upstream_model)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise UpstreamError(
+                f"The provider '{deployment.provider_name}' ended the stream before sending anything."
+            ) from None
+        except BaseException:  # failed, or cut off at the deadline: let go of the connection
+            await _close(chunks)
+            raise
+        return first, chunks
 
     async def _events(
         self, first: ChatChunk, chunks: AsyncIterator[ChatChunk], encoder: StreamEncoder

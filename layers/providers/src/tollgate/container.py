@@ -14,12 +14,19 @@ from typing import TYPE_CHECKING, Any
 from tollgate.settings import Settings
 
 if TYPE_CHECKING:
+    from tollgate.admin.audit import AuditTrail
+    from tollgate.admin.auth import AdminAuthenticator
     from tollgate.admin.service import AdminService
     from tollgate.billing import Billing
     from tollgate.chat import ChatService
     from tollgate.generation import GenerationService
     from tollgate.keys import KeyAuthenticator
     from tollgate.providers.registry import ProviderRegistry
+    from tollgate.reports import AnalyticsService
+    from tollgate.rollup import Rollup
+    from tollgate.routing import Router
+    from tollgate.store.analytics import DynamoAnalytics
+    from tollgate.store.audit import DynamoAuditLog
     from tollgate.store.catalog import DynamoCatalog
     from tollgate.store.ledger import DynamoLedger
     from tollgate.store.secrets import SecretStore
@@ -89,6 +96,26 @@ class Services:
         )
 
     @cached_property
+    def analytics(self) -> DynamoAnalytics:
+        from tollgate.store.analytics import DynamoAnalytics
+
+        return DynamoAnalytics(self.dynamodb, self.settings.analytics_table)
+
+    @cached_property
+    def rollup(self) -> Rollup:
+        from tollgate.rollup import Rollup
+
+        return Rollup(
+            self.usage_log, self.analytics, lateness_ms=self.settings.rollup_lateness_minutes * 60_000
+        )
+
+    @cached_property
+    def reports(self) -> AnalyticsService:
+        from tollgate.reports import AnalyticsService
+
+        return AnalyticsService(self.settings, self.analytics, self.usage_log, self.ledger, self.catalog)
+
+    @cached_property
     def billing(self) -> Billing:
         from tollgate.billing import Billing
 
@@ -137,22 +164,62 @@ class Services:
         )
 
     @cached_property
+    def router(self) -> Router:
+        """Retries and fallback; its circuit breaker's state lives as long as this process."""
+        from tollgate.routing import CircuitBreaker, RetryPolicy, Router
+
+        settings = self.settings
+        policy = RetryPolicy(
+            max_retries=settings.upstream_max_retries,
+            base=settings.retry_base_seconds,
+            cap=settings.retry_cap_seconds,
+            jitter=settings.retry_jitter,
+        )
+        breaker = CircuitBreaker(
+            threshold=settings.breaker_failure_threshold, open_seconds=settings.breaker_open_seconds
+        )
+        return Router(policy, breaker)
+
+    @cached_property
     def chat(self) -> ChatService:
         from tollgate.chat import ChatService
 
-        return ChatService(self.registry, self.billing, self.settings)
+        return ChatService(self.registry, self.billing, self.settings, self.router)
 
     @cached_property
     def generation(self) -> GenerationService:
         from tollgate.generation import GenerationService
 
-        return GenerationService(self.registry, self.billing, self.settings)
+        return GenerationService(self.registry, self.billing, self.settings, self.router)
 
     @cached_property
     def admin(self) -> AdminService:
         from tollgate.admin.service import AdminService
 
         return AdminService(self)
+
+    @cached_property
+    def audit_log(self) -> DynamoAuditLog:
+        from tollgate.store.audit import DynamoAuditLog
+
+        return DynamoAuditLog(self.dynamodb, self.settings.audit_table)
+
+    @cached_property
+    def audit_trail(self) -> AuditTrail:
+        from tollgate.admin.audit import AuditTrail
+
+        return AuditTrail(self.audit_log)
+
+    @cached_property
+    def admin_auth(self) -> AdminAuthenticator:
+        """Admin keys, OIDC tokens (when an issuer is configured) and the bootstrap key. Building it
+        fetches nothing: the issuer's keys are read on the first token."""
+        from tollgate.admin.auth import AdminAuthenticator
+        from tollgate.admin.oidc import OidcVerifier
+
+        return AdminAuthenticator(
+            keys=self.keys, secrets=self.secrets, oidc=OidcVerifier.from_settings(self.settings)
+        )
 
     async def aclose(self) -> None:
         if "http" in self.__dict__:

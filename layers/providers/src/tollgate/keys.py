@@ -77,8 +77,28 @@ def hash_secret(pepper: bytes, key_id: str, secret: str) -> str:
     return hmac.new(pepper, f"{key_id}.{secret}".encode(), hashlib.sha256).hexdigest()
 
 
+#: After a presented secret fails to match a cached key, the key is re-read at most this often, so a
+#: rotation is seen at once while wrong secrets cannot turn into one database read each.
+REFRESH_AFTER_MISMATCH_SECONDS = 5.0
+_NO_HASH = "0" * 64
+
+
+def secret_matches(record: KeyRecord, presented_hash: str, now: float) -> bool:
+    """The current secret, or the previous one while its rotation grace lasts. Constant time."""
+    current = hmac.compare_digest(presented_hash, record.secret_hash)
+    previous = record.previous_secret_hash or _NO_HASH
+    in_grace = record.previous_valid_until is not None and now < record.previous_valid_until
+    return current or (hmac.compare_digest(presented_hash, previous) and in_grace)
+
+
 class KeyAuthenticator:
-    """Turns a presented hub key into a ``Principal``, or raises ``AuthenticationError`` (401)."""
+    """Turns a presented hub key into a ``Principal`` (data plane) or an admin key's record (admin
+    plane), or raises ``AuthenticationError`` (401). A key works on its own plane only.
+
+    Records are cached for ``cache_ttl`` seconds (at most 60, ``Settings.cache_ttl_seconds``), which
+    bounds how long a revocation takes to reach every process; ``clock`` drives expiry, grace periods
+    and the cache alike, so tests can move time.
+    """
 
     def __init__(
         self,
@@ -90,16 +110,27 @@ class KeyAuthenticator:
     ) -> None:
         self._catalog = catalog
         self._secrets = secrets_store
-        self._keys: TTLCache[KeyRecord] = TTLCache(cache_ttl, negative_ttl=min(cache_ttl, 5.0))
-        self._pepper: TTLCache[bytes] = TTLCache(cache_ttl)
+        self._keys: TTLCache[KeyRecord] = TTLCache(cache_ttl, negative_ttl=min(cache_ttl, 5.0), clock=clock)
+        self._pepper: TTLCache[bytes] = TTLCache(cache_ttl, clock=clock)
+        self._refreshed: TTLCache[bool] = TTLCache(REFRESH_AFTER_MISMATCH_SECONDS, clock=clock)
         self._clock = clock
 
-    async def _record(self, key_id: str) -> KeyRecord | None:
-        hit, record = self._keys.get(key_id)
-        if not hit:
-            record = await asyncio.to_thread(self._catalog.get_key, key_id)
-            self._keys.put(key_id, record)
+    # -- lookups (the async forms keep cache hits off the thread pool) -------------------------
+
+    def _load(self, key_id: str) -> KeyRecord | None:
+        record = self._catalog.get_key(key_id)
+        self._keys.put(key_id, record)
         return record
+
+    def _cached(self, key_id: str) -> tuple[bool, KeyRecord | None]:
+        return self._keys.get(key_id)
+
+    def _pepper_sync(self) -> bytes:
+        hit, pepper = self._pepper.get("pepper")
+        if not hit or pepper is None:
+            pepper = self._secrets.pepper()
+            self._pepper.put("pepper", pepper)
+        return pepper
 
     async def pepper(self) -> bytes:
         hit, pepper = self._pepper.get("pepper")
@@ -108,24 +139,32 @@ class KeyAuthenticator:
             self._pepper.put("pepper", pepper)
         return pepper
 
+    def _should_refresh(self, record: KeyRecord | None, presented: str, now: float) -> bool:
+        """A live key whose secret did not match may have been rotated elsewhere: re-read it, rarely."""
+        if record is None or secret_matches(record, presented, now):
+            return False
+        hit, _ = self._refreshed.get(record.id)
+        if hit:
+            return False
+        self._refreshed.put(record.id, True)
+        return True
+
+    # -- the two planes ------------------------------------------------------------------------
+
     async def authenticate(self, token: str | None) -> Principal:
-        if not token:
-            raise AuthenticationError("Missing API key. Send 'Authorization: Bearer tg-...'.")
-        parsed = parse_key(token)
-        if parsed is None:
-            raise AuthenticationError("Incorrect API key provided.")
-        key_id, secret = parsed
-        record = await self._record(key_id)
-        expected = record.secret_hash if record else "0" * 64
+        """The data plane: a ``data`` key, live, with its secret (or its previous one in grace)."""
+        key_id, secret = _parse(token)
+        hit, record = self._cached(key_id)
+        if not hit:
+            record = await asyncio.to_thread(self._load, key_id)
         # Hash and compare even for unknown ids, so timing does not tell which key ids exist.
         presented = hash_secret(await self.pepper(), key_id, secret)
-        if record is None or not hmac.compare_digest(presented, expected):
-            raise AuthenticationError("Incorrect API key provided.")
         now = self._clock()
-        if record.revoked_at is not None and record.revoked_at <= now:
-            raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
-        if record.expires_at is not None and record.expires_at <= now:
-            raise AuthenticationError("This API key has expired.", code="expired_api_key")
+        if self._should_refresh(record, presented, now):
+            record = await asyncio.to_thread(self._load, key_id)
+        record = _live(record, presented, now)
+        if record.scope != "data" or record.tenant_id is None:
+            raise AuthenticationError("An admin key cannot call the public API; use a data-plane key.")
         allowed = frozenset(record.allowed_models) if record.allowed_models is not None else None
         return Principal(
             tenant_id=record.tenant_id,
@@ -135,6 +174,44 @@ class KeyAuthenticator:
             limits=record.limits,
         )
 
+    def authenticate_admin(self, token: str) -> KeyRecord:
+        """The admin plane (blocking): an ``admin`` key with a role, live, with its secret."""
+        key_id, secret = _parse(token)
+        hit, record = self._cached(key_id)
+        if not hit:
+            record = self._load(key_id)
+        presented = hash_secret(self._pepper_sync(), key_id, secret)
+        now = self._clock()
+        if self._should_refresh(record, presented, now):
+            record = self._load(key_id)
+        record = _live(record, presented, now)
+        if record.scope != "admin" or record.role is None:
+            raise AuthenticationError("A data-plane key cannot call the admin API; use an admin key.")
+        return record
+
     def forget(self, key_id: str) -> None:
         """Drops a cached key (this process only; others see the change within the cache TTL)."""
         self._keys.invalidate(key_id)
+
+
+def _parse(token: str | None) -> tuple[str, str]:
+    if not token:
+        raise AuthenticationError("Missing API key. Send 'Authorization: Bearer tg-...'.")
+    parsed = parse_key(token)
+    if parsed is None:
+        raise AuthenticationError("Incorrect API key provided.")
+    return parsed
+
+
+def _live(record: KeyRecord | None, presented: str, now: float) -> KeyRecord:
+    """The record, if the presented hash matches and the key is neither revoked nor expired."""
+    if record is None:
+        hmac.compare_digest(presented, _NO_HASH)  # the same work as for a known key
+        raise AuthenticationError("Incorrect API key provided.")
+    if not secret_matches(record, presented, now):
+        raise AuthenticationError("Incorrect API key provided.")
+    if record.revoked_at is not None and record.revoked_at <= now:
+        raise AuthenticationError("This API key has been revoked.", code="revoked_api_key")
+    if record.expires_at is not None and record.expires_at <= now:
+        raise AuthenticationError("This API key has expired.", code="expired_api_key")
+    return record

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tollgate.billing import Admission, Bill, Demand, Replay
+from tollgate import telemetry
+from tollgate.billing import Admission, Bill, Demand, Replay, replace_record
 from tollgate.money import Money
 from tollgate.providers.base import Usage
 from tollgate.store.records import UsageRecord
@@ -82,11 +83,15 @@ class Meter:
         images: int = 0,
         replay: Replay | None = None,
     ) -> None:
-        """Charges ``bill`` and writes the usage record, once (later calls do nothing)."""
+        """Charges ``bill`` and writes the usage record, once (later calls do nothing); then emits
+        the request's metrics (``tollgate.telemetry``), also once."""
         admission = self.admission or Admission(prices=None)
         self.admission = admission
+        first = not admission.settled
         record = self.record_for(status=status, usage=usage, error_code=error_code, images=images)
         await self.billing.settle(admission, record, bill, replay=replay)
+        if first:
+            telemetry.record_request(replace_record(record, bill))
 
     async def void(self, *, status: int, error_code: str | None) -> None:
         """Ends a request that produced nothing: releases its hold, charges nothing."""

@@ -8,10 +8,20 @@ local mode (set by ``tollgate.local``). Logic receives a ``Settings`` object; it
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tollgate.admin.principal import Role
+
+#: The groups the CDK stack creates in its Cognito user pool (``infra/auth.py``), one per role.
+DEFAULT_ROLE_GROUPS: dict[str, Role] = {
+    "tollgate-owner": "owner",
+    "tollgate-admin": "admin",
+    "tollgate-viewer": "viewer",
+    "tollgate-tenant-admin": "tenant_admin",
+}
 
 
 class Settings(BaseSettings):
@@ -20,6 +30,8 @@ class Settings(BaseSettings):
     catalog_table: str = Field(description="DynamoDB table of providers, model routes, tenants and keys")
     usage_table: str = Field(description="DynamoDB table of per-request usage records")
     ledger_table: str = Field(description="DynamoDB table of balances, holds, entries and rate windows")
+    audit_table: str = Field(description="DynamoDB table of the append-only, hash-chained admin audit log")
+    analytics_table: str = Field(description="DynamoDB table of usage rollups (hour and day buckets)")
     pepper_secret: str = Field(description="Secrets Manager id of the HMAC pepper for hub keys")
     admin_key_secret: str = Field(description="Secrets Manager id of the bootstrap admin key")
     provider_secret_prefix: str = Field(
@@ -31,6 +43,13 @@ class Settings(BaseSettings):
         default=30, ge=1, le=60, description="How long keys, routes and secrets are cached (revocation bound)"
     )
     usage_retention_days: int = Field(default=90, ge=1, description="TTL of raw usage records")
+    rollup_lateness_minutes: int = Field(
+        default=60,
+        ge=30,
+        le=12 * 60,
+        description="How far back every rollup run re-folds usage records, so records settled late "
+        "(long streams, swept holds) are picked up; must exceed the longest settle delay",
+    )
     allow_loopback_upstreams: bool = Field(
         default=False, description="Allow provider base URLs on loopback (local mode, for Ollama)"
     )
@@ -65,8 +84,98 @@ class Settings(BaseSettings):
         default=False, description="Serve the deterministic fake/* models (local mode and tests)"
     )
     upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
-    upstream_read_timeout_seconds: float = Field(default=300.0, gt=0)
+    upstream_read_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Idle bound on an upstream answer (first byte, then each next chunk); a provider's "
+        "timeout_seconds overrides it",
+    )
+    request_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=900,
+        description="Longest a request may spend getting its answer (a stream: its first chunk), "
+        "retries and fallbacks included. On Lambda the function's remaining time bounds it further",
+    )
+    deadline_margin_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Time kept back from the Lambda deadline to settle and answer when it runs out",
+    )
+    upstream_max_retries: int = Field(
+        default=2, ge=0, le=2, description="Retries of a retryable failure on one deployment"
+    )
+    retry_base_seconds: float = Field(
+        default=0.25, ge=0, description="First retry's backoff ceiling; it doubles per retry"
+    )
+    retry_cap_seconds: float = Field(
+        default=4.0,
+        ge=0,
+        description="Longest backoff; an upstream Retry-After above it fails over instead of waiting",
+    )
+    retry_jitter: float = Field(default=0.5, ge=0, le=1, description="Random share of each backoff")
+    breaker_failure_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failures that take a deployment out of service"
+    )
+    breaker_open_seconds: float = Field(
+        default=30.0, gt=0, description="How long a failing deployment stays out before one trial request"
+    )
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    # -- admin sign-in (OIDC / OAuth 2.0 bearer JWTs); unset issuer: admin keys only -------------
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="Issuer ('iss') of admin JWTs, e.g. https://cognito-idp.<region>.amazonaws.com/<pool id>",
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="Audience ('aud') admin JWTs must carry: the app client id"
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None, description="The issuer's JWKS URL; default: jwks_uri of its discovery document"
+    )
+    oidc_groups_claim: str = Field(
+        default="groups", description="Claim listing the user's groups (Cognito: cognito:groups)"
+    )
+    oidc_role_groups: dict[str, Role] = Field(
+        default_factory=lambda: dict(DEFAULT_ROLE_GROUPS),
+        description="Group name -> role (JSON); a user with several mapped groups gets the strongest role",
+    )
+    oidc_tenant_claim: str = Field(
+        default="tenant_id", description="Claim naming a tenant_admin's tenant (Cognito: custom:tenant_id)"
+    )
+    oidc_jwks_cache_seconds: int = Field(
+        default=3600, ge=60, le=86_400, description="How long the issuer's signing keys are cached"
+    )
+    oidc_jwks_min_refresh_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="Least time between two JWKS fetches: an unknown key id triggers at most one per period",
+    )
+    oidc_leeway_seconds: int = Field(
+        default=30, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat"
+    )
+    oidc_allow_insecure_issuer: bool = Field(
+        default=False,
+        description="TESTS ONLY: accept an http:// issuer and JWKS on loopback. Never set in a deployment",
+    )
+    key_rotation_max_grace_seconds: int = Field(
+        default=7 * 86_400, ge=0, description="Longest grace period a key rotation may give the old secret"
+    )
+
+    @model_validator(mode="after")
+    def _oidc_is_complete_and_secure(self) -> Self:
+        """Fails at cold start, not on the first sign-in: an issuer needs an audience, and https."""
+        if self.oidc_issuer is None:
+            return self
+        if not self.oidc_audience:
+            raise ValueError("TOLLGATE_OIDC_AUDIENCE is required with TOLLGATE_OIDC_ISSUER")
+        from tollgate.admin.oidc import check_issuer_url
+
+        for url in (self.oidc_issuer, self.oidc_jwks_url):
+            if url is not None:
+                check_issuer_url(url, allow_insecure=self.oidc_allow_insecure_issuer)
+        return self
 
 
 @lru_cache(maxsize=1)

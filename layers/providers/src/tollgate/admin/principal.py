@@ -17,6 +17,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["owner", "admin", "viewer", "tenant_admin"]
+ROLES: tuple[Role, ...] = ("owner", "admin", "viewer", "tenant_admin")
+
+#: The roles of the admin keys each role may issue, rotate or revoke: never above its own, and a
+#: viewer none at all. A tenant admin's keys also stay inside its tenant (``AdminPrincipal.sees``).
+_MINTABLE: dict[Role, frozenset[Role]] = {
+    "owner": frozenset(ROLES),
+    "admin": frozenset({"admin", "viewer", "tenant_admin"}),
+    "viewer": frozenset(),
+    "tenant_admin": frozenset({"tenant_admin"}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +36,9 @@ class AdminPrincipal:
     role: Role
     #: Set for ``tenant_admin`` only: the one tenant it may see.
     tenant_id: str | None = None
+    #: Admin keys only: the ceiling of what keys this principal issues may use and how long they live.
+    allowed_models: frozenset[str] | None = None
+    expires_at: int | None = None
 
     @property
     def can_write(self) -> bool:
@@ -36,8 +49,18 @@ class AdminPrincipal:
         """Sees every tenant (owner, admin, viewer)."""
         return self.role != "tenant_admin"
 
-    def sees(self, tenant_id: str) -> bool:
-        return self.is_global or tenant_id == self.tenant_id
+    @property
+    def manages_catalog(self) -> bool:
+        """Changes providers, models, prices, tenants and credits (owner and admin)."""
+        return self.role in ("owner", "admin")
+
+    def sees(self, tenant_id: str | None) -> bool:
+        """May see an object of ``tenant_id`` (None: a global object such as a global admin key)."""
+        return self.is_global or (tenant_id is not None and tenant_id == self.tenant_id)
+
+    def may_mint(self, role: Role) -> bool:
+        """May issue, rotate or revoke an admin key of ``role``."""
+        return role in _MINTABLE[self.role]
 
 
 BOOTSTRAP = AdminPrincipal(actor="bootstrap", role="owner")

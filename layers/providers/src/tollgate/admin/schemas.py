@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from tollgate.admin.principal import Role
 from tollgate.money import Money, PriceSheet
 from tollgate.providers.presets import PRESETS
 from tollgate.store.records import Budget
@@ -32,6 +33,15 @@ class ProviderIn(Strict):
     api_key: Annotated[SecretStr | None, Field(description="Write-only; stored in Secrets Manager")] = None
     region: Annotated[str | None, Field(max_length=32, pattern=r"^[a-z0-9-]+$")] = None
     enabled: bool = True
+    timeout_seconds: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=900,
+            description="Seconds to wait for this provider to connect, answer and send each next chunk "
+            "(a stalled stream fails after this long); default: the deployment's upstream read timeout",
+        ),
+    ] = None
 
     @field_validator("type")
     @classmethod
@@ -43,11 +53,7 @@ class ProviderIn(Strict):
     @field_validator("api_key")
     @classmethod
     def _sane_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            secret = value.get_secret_value()
-            if not 1 <= len(secret) <= 4096 or any(ch in secret for ch in "\r\n\x00"):
-                raise ValueError("api_key must be 1 to 4096 characters on one line")
-        return value
+        return _check_api_key(value)
 
 
 class ProviderOut(BaseModel):
@@ -58,19 +64,70 @@ class ProviderOut(BaseModel):
     enabled: bool
     has_api_key: bool
     api_key_hint: str | None
+    timeout_seconds: int | None = None
     created_at: int
     updated_at: int
 
 
-class RouteIn(Strict):
+MAX_DEPLOYMENTS = 16
+UpstreamModel = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class RouteTargetIn(Strict):
+    """One deployment: a configured provider (one set of credentials) and the model it knows."""
+
     provider: Annotated[str, Field(pattern=NAME_PATTERN)]
-    upstream_model: Annotated[str, Field(min_length=1, max_length=256)]
+    upstream_model: UpstreamModel
+    weight: Annotated[
+        int, Field(ge=1, le=1000, description="Share of requests among deployments of one priority")
+    ] = 1
+    priority: Annotated[
+        int, Field(ge=0, le=100, description="Lower is tried first; higher ones are fallbacks")
+    ] = 0
+
+
+class RouteIn(Strict):
+    """Either one deployment (``provider`` and ``upstream_model``) or several (``deployments``,
+    in fallback order by ``priority``), not both."""
+
+    provider: Annotated[str | None, Field(pattern=NAME_PATTERN)] = None
+    upstream_model: UpstreamModel | None = None
+    deployments: Annotated[list[RouteTargetIn] | None, Field(min_length=1, max_length=MAX_DEPLOYMENTS)] = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        single = self.provider is not None or self.upstream_model is not None
+        if self.deployments is not None:
+            if single:
+                raise ValueError("give either provider and upstream_model, or deployments, not both")
+            seen = {(target.provider, target.upstream_model) for target in self.deployments}
+            if len(seen) != len(self.deployments):
+                raise ValueError("each deployment (provider and upstream_model) may appear only once")
+        elif self.provider is None or self.upstream_model is None:
+            raise ValueError("give provider and upstream_model, or deployments")
+        return self
+
+    def targets(self) -> list[RouteTargetIn]:
+        if self.deployments is not None:
+            return self.deployments
+        if self.provider is None or self.upstream_model is None:  # the validator ruled this out
+            raise ValueError("give provider and upstream_model, or deployments")
+        return [RouteTargetIn(provider=self.provider, upstream_model=self.upstream_model)]
+
+
+class RouteTargetOut(BaseModel):
+    provider: str
+    upstream_model: str
+    weight: int
+    priority: int
 
 
 class RouteOut(BaseModel):
     model: str
+    #: The first deployment's provider and upstream model, as before routes had several.
     provider: str
     upstream_model: str
+    deployments: list[RouteTargetOut]
     created_at: int
     updated_at: int
 
@@ -188,25 +245,62 @@ class PriceOut(BaseModel):
     created_at: int
 
 
+#: Latest epoch second accepted for an expiry (the end of year 9999).
+MAX_EPOCH_SECONDS = 253_402_300_799
+ModelList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+    Field(max_length=256, description="Models the key may use; null: every model (within its creator's)"),
+]
+
+
 class KeyIn(Strict):
-    tenant_id: Annotated[str, Field(pattern=ID_PATTERN)]
+    """A data-plane key (``scope: data``, the default) of a tenant, or an admin key (``scope: admin``)
+    with a ``role``: a ``tenant_admin`` key belongs to one tenant, the other roles to none. Every
+    field stays within the creator's own ceiling: its tenant, its models, its role and its expiry."""
+
+    tenant_id: Annotated[str | None, Field(pattern=ID_PATTERN)] = None
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    allowed_models: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=256)]] | None, Field(max_length=256)
+    scope: Literal["data", "admin"] = "data"
+    role: Annotated[
+        Role | None, Field(description="Admin keys only: owner, admin, viewer or tenant_admin")
     ] = None
-    expires_at: Annotated[int | None, Field(gt=0, description="Epoch seconds")] = None
+    allowed_models: ModelList = None
+    expires_at: Annotated[int | None, Field(gt=0, le=MAX_EPOCH_SECONDS, description="Epoch seconds")] = None
     budget: BudgetIn | None = None
     limits: LimitsIn | None = None
+
+    @model_validator(mode="after")
+    def _scope_fits(self) -> Self:
+        if self.scope == "data":
+            if self.role is not None:
+                raise ValueError("role is for admin keys (scope 'admin') only")
+            if self.tenant_id is None:
+                raise ValueError("a data-plane key needs a tenant_id")
+        else:
+            if self.role is None:
+                raise ValueError("an admin key needs a role")
+            if (self.role == "tenant_admin") != (self.tenant_id is not None):
+                raise ValueError("a tenant_admin key needs a tenant_id; other admin keys take none")
+            if self.budget is not None or self.limits is not None:
+                raise ValueError("budget and limits apply to data-plane keys only")
+        return self
 
 
 class KeyOut(BaseModel):
     id: str
-    tenant_id: str
+    tenant_id: str | None
     name: str
+    scope: Literal["data", "admin"] = "data"
+    role: Role | None = None
     allowed_models: list[str] | None
     created_at: int
     expires_at: int | None
     revoked_at: int | None
+    rotated_at: int | None = None
+    previous_valid_until: Annotated[
+        int | None, Field(description="After a rotation: the old secret works until then (epoch seconds)")
+    ] = None
+    created_by: str | None = None
     budget: BudgetOut | None = None
     limits: LimitsIn | None = None
 
@@ -215,9 +309,73 @@ class IssuedKeyOut(KeyOut):
     key: str = Field(description="The full key. It is shown once and cannot be recovered.")
 
 
+class RotateKeyIn(Strict):
+    grace_seconds: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=30 * 86_400,
+            description="How long the old secret keeps working (the deployment may cap it lower)",
+        ),
+    ] = 0
+
+
+def _check_api_key(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        secret = value.get_secret_value()
+        if not 1 <= len(secret) <= 4096 or any(ch in secret for ch in "\r\n\x00"):
+            raise ValueError("api_key must be 1 to 4096 characters on one line")
+    return value
+
+
+class ProviderCredentialIn(Strict):
+    """A new credential for a provider: write-only, never shown again (reads give a masked hint)."""
+
+    api_key: Annotated[SecretStr, Field(description="Write-only; stored in Secrets Manager")]
+
+    @field_validator("api_key")
+    @classmethod
+    def _sane_key(cls, value: SecretStr) -> SecretStr:
+        _check_api_key(value)
+        return value
+
+
+class AuditEntryOut(BaseModel):
+    seq: int
+    at_ms: int
+    request_id: str
+    actor: str
+    role: str | None
+    action: str
+    target: str
+    tenant_id: str | None
+    outcome: Literal["ok", "denied"]
+    status: int
+    reason: str | None
+    diff: dict[str, list[Any]] | None = Field(
+        description="{field: [before, after]} for a change; secrets never appear"
+    )
+    prev_hash: str
+    hash: str
+
+
+class AuditVerificationOut(BaseModel):
+    verified: bool
+    entries: int
+    head_seq: int
+    first_broken_seq: int | None = Field(description="The first entry whose link or hash does not hold")
+    reason: str | None
+
+
 T = TypeVar("T")
 
 
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None = None
+
+
+class AuditPage(Page[AuditEntryOut]):
+    verification: AuditVerificationOut | None = Field(
+        default=None, description="With verify=true: the whole chain, checked link by link"
+    )

@@ -19,16 +19,18 @@ from tollgate.admin.schemas import (
     LimitsIn,
     PriceIn,
     PriceOut,
+    ProviderCredentialIn,
     ProviderIn,
     ProviderOut,
     RouteIn,
     RouteOut,
+    RouteTargetOut,
     TenantIn,
     TenantOut,
     TenantUpdate,
 )
-from tollgate.errors import InvalidRequestError, NotFoundError
-from tollgate.keys import hash_secret, new_key
+from tollgate.errors import ConflictError, InvalidRequestError, NotFoundError
+from tollgate.keys import IssuedKey, hash_secret, new_key
 from tollgate.money import Money, apply_margin
 from tollgate.providers.http import check_upstream_url
 from tollgate.providers.presets import PRESETS, Family
@@ -38,6 +40,7 @@ from tollgate.store.records import (
     PriceRecord,
     ProviderRecord,
     RouteRecord,
+    RouteTarget,
     TenantRecord,
     UsageRecord,
 )
@@ -57,13 +60,21 @@ def provider_out(record: ProviderRecord) -> ProviderOut:
         enabled=record.enabled,
         has_api_key=record.secret_id is not None,
         api_key_hint=record.api_key_hint,
+        timeout_seconds=record.timeout_seconds,
         created_at=record.created_at,
         updated_at=record.updated_at,
     )
 
 
 def route_out(record: RouteRecord) -> RouteOut:
-    return RouteOut(**record.model_dump())
+    return RouteOut(
+        model=record.model,
+        provider=record.primary.provider,
+        upstream_model=record.primary.upstream_model,
+        deployments=[RouteTargetOut(**target.model_dump()) for target in record.deployments],
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
 
 
 def tenant_out(record: TenantRecord) -> TenantOut:
@@ -77,10 +88,15 @@ def key_out(record: KeyRecord) -> KeyOut:
         id=record.id,
         tenant_id=record.tenant_id,
         name=record.name,
+        scope=record.scope,
+        role=record.role,
         allowed_models=record.allowed_models,
         created_at=record.created_at,
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
+        rotated_at=record.rotated_at,
+        previous_valid_until=record.previous_valid_until,
+        created_by=record.created_by,
         budget=BudgetOut.of(record.budget),
         limits=LimitsIn(**record.limits.model_dump()) if record.limits else None,
     )
@@ -141,10 +157,25 @@ class AdminService:
             enabled=body.enabled,
             secret_id=secret_id,
             api_key_hint=hint,
+            timeout_seconds=body.timeout_seconds,
             created_at=existing.created_at if existing else now,
             updated_at=now,
         )
         catalog.put_provider(record)
+        self._services.registry.forget()
+        return provider_out(record)
+
+    def put_provider_credential(self, name: str, body: ProviderCredentialIn) -> ProviderOut:
+        """Replaces a provider's credential (write-only): the new value goes to Secrets Manager."""
+        existing = self._services.catalog.get_provider(name)
+        if existing is None:
+            raise NotFoundError(f"No provider '{name}'.")
+        plain = body.api_key.get_secret_value()
+        secret_id = self._services.secrets.put_provider_key(name, plain)
+        record = existing.model_copy(
+            update={"secret_id": secret_id, "api_key_hint": mask(plain), "updated_at": self._now()}
+        )
+        self._services.catalog.put_provider(record)
         self._services.registry.forget()
         return provider_out(record)
 
@@ -163,14 +194,16 @@ class AdminService:
         if not MODEL_PATTERN.fullmatch(model):
             raise InvalidRequestError("The model name has characters that are not allowed.", param="model")
         catalog = self._services.catalog
-        if catalog.get_provider(body.provider) is None and body.provider != "fake":
-            raise InvalidRequestError(f"No provider '{body.provider}'. Create it first.", param="provider")
+        targets = body.targets()
+        for name in dict.fromkeys(target.provider for target in targets):
+            if catalog.get_provider(name) is None and name != "fake":
+                param = "provider" if body.deployments is None else "deployments"
+                raise InvalidRequestError(f"No provider '{name}'. Create it first.", param=param)
         existing = catalog.get_route(model)
         now = self._now()
         record = RouteRecord(
             model=model,
-            provider=body.provider,
-            upstream_model=body.upstream_model,
+            deployments=[RouteTarget(**target.model_dump()) for target in targets],
             created_at=existing.created_at if existing else now,
             updated_at=now,
         )
@@ -335,8 +368,9 @@ class AdminService:
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def issue_key(self, body: KeyIn) -> IssuedKeyOut:
-        self.get_tenant(body.tenant_id)
+    def issue_key(self, body: KeyIn, *, created_by: str | None = None) -> IssuedKeyOut:
+        if body.tenant_id is not None:
+            self.get_tenant(body.tenant_id)
         now = self._now()
         if body.expires_at is not None and body.expires_at <= now:
             raise InvalidRequestError("expires_at must be in the future.", param="expires_at")
@@ -351,14 +385,48 @@ class AdminService:
             expires_at=body.expires_at,
             budget=body.budget.to_record() if body.budget else None,
             limits=KeyLimits(**body.limits.model_dump()) if body.limits else None,
+            scope=body.scope,
+            role=body.role,
+            created_by=created_by,
         )
         self._services.catalog.create_key(record)
         return IssuedKeyOut(**key_out(record).model_dump(), key=issued.token)
 
-    def list_keys(self, tenant_id: str, *, limit: int, cursor: str | None) -> tuple[list[KeyOut], str | None]:
-        self.get_tenant(tenant_id)
+    def list_keys(
+        self, tenant_id: str | None, *, limit: int, cursor: str | None
+    ) -> tuple[list[KeyOut], str | None]:
+        """A tenant's keys (data-plane and tenant_admin), or with None the global admin keys."""
+        if tenant_id is not None:
+            self.get_tenant(tenant_id)
         records, next_cursor = self._services.catalog.list_keys(tenant_id, limit=limit, after=cursor)
         return [key_out(record) for record in records], next_cursor
+
+    def rotate_key(self, key_id: str, *, grace_seconds: int) -> IssuedKeyOut:
+        """A new secret for the same key id; the old one keeps working for ``grace_seconds``."""
+        limit = self._services.settings.key_rotation_max_grace_seconds
+        if grace_seconds > limit:
+            raise InvalidRequestError(
+                f"grace_seconds may be at most {limit} in this deployment.", param="grace_seconds"
+            )
+        record = self._services.catalog.get_key(key_id)
+        if record is None:
+            raise NotFoundError(f"No key '{key_id}'.")
+        now = self._now()
+        if record.revoked_at is not None:
+            raise ConflictError("A revoked key cannot be rotated.")
+        if record.expires_at is not None and record.expires_at <= now:
+            raise ConflictError("An expired key cannot be rotated.")
+        secret = new_key().secret
+        rotated = self._services.catalog.rotate_key(
+            key_id,
+            expected_hash=record.secret_hash,
+            new_hash=hash_secret(self._services.secrets.pepper(), key_id, secret),
+            previous_valid_until=now + grace_seconds,
+            rotated_at=now,
+        )
+        self._services.keys.forget(key_id)
+        token = IssuedKey(key_id=key_id, secret=secret).token
+        return IssuedKeyOut(**key_out(rotated).model_dump(), key=token)
 
     def get_key(self, key_id: str) -> KeyOut:
         record = self._services.catalog.get_key(key_id)

@@ -1,15 +1,19 @@
-"""The admin API (``/admin/v1``). Every route needs the admin credential; handlers are one call."""
+"""The admin API (``/admin/v1``). Every route needs an admin credential (``require_admin``) and goes
+through ``AdminAccess``, which checks the caller's role and tenant, and writes the audit log."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from tollgate.admin.schemas import (
     ID_PATTERN,
+    MODEL_PATTERN,
     NAME_PATTERN,
+    AuditEntryOut,
+    AuditPage,
     BalanceOut,
     CreditIn,
     EntryOut,
@@ -19,145 +23,206 @@ from tollgate.admin.schemas import (
     Page,
     PriceIn,
     PriceOut,
+    ProviderCredentialIn,
     ProviderIn,
     ProviderOut,
+    RotateKeyIn,
     RouteIn,
     RouteOut,
     TenantIn,
     TenantOut,
     TenantUpdate,
 )
-from tollgate.api.deps import ServicesDep, require_admin
+from tollgate.api.deps import AccessDep, require_admin
+from tollgate.errors import InvalidRequestError
 from tollgate.store.records import UsageRecord
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
 ProviderName = Annotated[str, Path(pattern=NAME_PATTERN)]
 ObjectId = Annotated[str, Path(pattern=ID_PATTERN)]
+Model = Annotated[str, Path(pattern=MODEL_PATTERN.pattern)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Cursor = Annotated[str | None, Query(max_length=2048)]
+#: Cursors are what a previous page returned: ids, names, numbers or base64url; ASCII, so a cursor
+#: always fits a DynamoDB key (1 KB).
+Cursor = Annotated[str | None, Query(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9._:/@+=~-]+$")]
+Moment = Annotated[datetime | None, Query()]
+#: Times the API accepts: from the epoch to the end of year 9998 (so "a day before" never overflows).
+_EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+
+
+def _epoch_ms(moment: datetime, param: str) -> int:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        in_range = _EARLIEST <= moment <= _LATEST
+    except (OverflowError, ValueError):
+        in_range = False
+    if not in_range:
+        raise InvalidRequestError(f"'{param}' must be between 1970-01-02 and 9998-12-31.", param=param)
+    return int(moment.timestamp() * 1000)
+
+
+# -- providers --------------------------------------------------------------------------------
 
 
 @router.put("/providers/{name}", operation_id="putProvider")
-def put_provider(name: ProviderName, body: ProviderIn, services: ServicesDep) -> ProviderOut:
-    return services.admin.put_provider(name, body)
+def put_provider(name: ProviderName, body: ProviderIn, access: AccessDep) -> ProviderOut:
+    return access.put_provider(name, body)
+
+
+@router.put("/providers/{name}/credential", operation_id="putProviderCredential")
+def put_provider_credential(name: ProviderName, body: ProviderCredentialIn, access: AccessDep) -> ProviderOut:
+    """Rotates a provider's credential. Write-only: the response shows a masked hint, never the value."""
+    return access.put_provider_credential(name, body)
 
 
 @router.get("/providers", operation_id="listProviders")
-def list_providers(services: ServicesDep) -> Page[ProviderOut]:
-    return Page(data=services.admin.list_providers())
+def list_providers(access: AccessDep, limit: Limit = 100, cursor: Cursor = None) -> Page[ProviderOut]:
+    return access.list_providers(limit=limit, cursor=cursor)
 
 
 @router.get("/providers/{name}", operation_id="getProvider")
-def get_provider(name: ProviderName, services: ServicesDep) -> ProviderOut:
-    return services.admin.get_provider(name)
+def get_provider(name: ProviderName, access: AccessDep) -> ProviderOut:
+    return access.get_provider(name)
 
 
+# -- model routes and prices ------------------------------------------------------------------
 # Price routes come before the ``{model:path}`` routes, which would otherwise swallow them.
+
+
 @router.put("/models/{model:path}/prices", operation_id="putModelPrice", status_code=status.HTTP_201_CREATED)
-def put_model_price(model: str, body: PriceIn, services: ServicesDep) -> PriceOut:
-    return services.admin.put_price(model, body)
+def put_model_price(model: Model, body: PriceIn, access: AccessDep) -> PriceOut:
+    return access.put_price(model, body)
 
 
 @router.get("/models/{model:path}/prices", operation_id="listModelPrices")
-def list_model_prices(model: str, services: ServicesDep) -> Page[PriceOut]:
-    return Page(data=services.admin.prices(model))
+def list_model_prices(
+    model: Model, access: AccessDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[PriceOut]:
+    return access.list_prices(model, limit=limit, cursor=cursor)
 
 
 @router.put("/models/{model:path}", operation_id="putModel")
-def put_model(model: str, body: RouteIn, services: ServicesDep) -> RouteOut:
-    return services.admin.put_route(model, body)
+def put_model(model: Model, body: RouteIn, access: AccessDep) -> RouteOut:
+    return access.put_route(model, body)
 
 
 @router.get("/models", operation_id="listModelRoutes")
-def list_model_routes(services: ServicesDep) -> Page[RouteOut]:
-    return Page(data=services.admin.list_routes())
+def list_model_routes(access: AccessDep, limit: Limit = 100, cursor: Cursor = None) -> Page[RouteOut]:
+    return access.list_routes(limit=limit, cursor=cursor)
 
 
 @router.get("/models/{model:path}", operation_id="getModelRoute")
-def get_model_route(model: str, services: ServicesDep) -> RouteOut:
-    return services.admin.get_route(model)
+def get_model_route(model: Model, access: AccessDep) -> RouteOut:
+    return access.get_route(model)
 
 
 @router.delete(
     "/models/{model:path}", operation_id="deleteModelRoute", status_code=status.HTTP_204_NO_CONTENT
 )
-def delete_model_route(model: str, services: ServicesDep) -> Response:
-    services.admin.delete_route(model)
+def delete_model_route(model: Model, access: AccessDep) -> Response:
+    access.delete_route(model)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+# -- tenants and credits ----------------------------------------------------------------------
+
+
 @router.post("/tenants", operation_id="createTenant", status_code=status.HTTP_201_CREATED)
-def create_tenant(body: TenantIn, services: ServicesDep) -> TenantOut:
-    return services.admin.create_tenant(body)
+def create_tenant(body: TenantIn, access: AccessDep) -> TenantOut:
+    return access.create_tenant(body)
 
 
 @router.get("/tenants", operation_id="listTenants")
-def list_tenants(services: ServicesDep, limit: Limit = 100, cursor: Cursor = None) -> Page[TenantOut]:
-    data, next_cursor = services.admin.list_tenants(limit=limit, cursor=cursor)
-    return Page(data=data, next_cursor=next_cursor)
+def list_tenants(access: AccessDep, limit: Limit = 100, cursor: Cursor = None) -> Page[TenantOut]:
+    return access.list_tenants(limit=limit, cursor=cursor)
 
 
 @router.get("/tenants/{tenant_id}", operation_id="getTenant")
-def get_tenant(tenant_id: ObjectId, services: ServicesDep) -> TenantOut:
-    return services.admin.get_tenant(tenant_id)
+def get_tenant(tenant_id: ObjectId, access: AccessDep) -> TenantOut:
+    return access.get_tenant(tenant_id)
 
 
 @router.patch("/tenants/{tenant_id}", operation_id="updateTenant")
-def update_tenant(tenant_id: ObjectId, body: TenantUpdate, services: ServicesDep) -> TenantOut:
-    return services.admin.update_tenant(tenant_id, body)
+def update_tenant(tenant_id: ObjectId, body: TenantUpdate, access: AccessDep) -> TenantOut:
+    return access.update_tenant(tenant_id, body)
 
 
-@router.post("/tenants/{tenant_id}/credits", operation_id="addCredits", status_code=status.HTTP_201_CREATED)
-def add_credits(tenant_id: ObjectId, body: CreditIn, services: ServicesDep, response: Response) -> EntryOut:
-    entry, new = services.admin.add_credits(tenant_id, body, actor="admin")
+@router.post(
+    "/tenants/{tenant_id}/credits",
+    operation_id="addCredits",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": EntryOut, "description": "A replay of an idempotency_key: no change"}},
+)
+def add_credits(tenant_id: ObjectId, body: CreditIn, access: AccessDep, response: Response) -> EntryOut:
+    entry, new = access.add_credits(tenant_id, body)
     if not new:
         response.status_code = status.HTTP_200_OK  # a replay of the same idempotency_key
     return entry
 
 
 @router.get("/tenants/{tenant_id}/balance", operation_id="getBalance")
-def get_balance(tenant_id: ObjectId, services: ServicesDep) -> BalanceOut:
-    return services.admin.balance(tenant_id)
+def get_balance(tenant_id: ObjectId, access: AccessDep) -> BalanceOut:
+    return access.balance(tenant_id)
 
 
 @router.get("/tenants/{tenant_id}/ledger", operation_id="listLedgerEntries")
 def list_ledger(
-    tenant_id: ObjectId, services: ServicesDep, limit: Limit = 100, cursor: Cursor = None
+    tenant_id: ObjectId, access: AccessDep, limit: Limit = 100, cursor: Cursor = None
 ) -> Page[EntryOut]:
-    data, next_cursor = services.admin.ledger_entries(tenant_id, limit=limit, cursor=cursor)
-    return Page(data=data, next_cursor=next_cursor)
+    return access.ledger_entries(tenant_id, limit=limit, cursor=cursor)
+
+
+# -- keys -------------------------------------------------------------------------------------
 
 
 @router.post("/keys", operation_id="createKey", status_code=status.HTTP_201_CREATED)
-def create_key(body: KeyIn, services: ServicesDep) -> IssuedKeyOut:
-    return services.admin.issue_key(body)
+def create_key(body: KeyIn, access: AccessDep) -> IssuedKeyOut:
+    """Issues a data-plane key, or an admin key (``scope: admin``, with a ``role``). Shown once."""
+    return access.issue_key(body)
 
 
 @router.get("/keys", operation_id="listKeys")
 def list_keys(
-    services: ServicesDep,
-    tenant_id: Annotated[str, Query(pattern=ID_PATTERN)],
+    access: AccessDep,
+    tenant_id: Annotated[
+        str | None,
+        Query(
+            pattern=ID_PATTERN,
+            description="A tenant's keys; without it, the global admin keys "
+            "(a tenant admin: its own tenant's keys)",
+        ),
+    ] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[KeyOut]:
-    data, next_cursor = services.admin.list_keys(tenant_id, limit=limit, cursor=cursor)
-    return Page(data=data, next_cursor=next_cursor)
+    return access.list_keys(tenant_id, limit=limit, cursor=cursor)
 
 
 @router.get("/keys/{key_id}", operation_id="getKey")
-def get_key(key_id: ObjectId, services: ServicesDep) -> KeyOut:
-    return services.admin.get_key(key_id)
+def get_key(key_id: ObjectId, access: AccessDep) -> KeyOut:
+    return access.get_key(key_id)
 
 
 @router.delete("/keys/{key_id}", operation_id="revokeKey")
-def revoke_key(key_id: ObjectId, services: ServicesDep) -> KeyOut:
-    return services.admin.revoke_key(key_id)
+def revoke_key(key_id: ObjectId, access: AccessDep) -> KeyOut:
+    """Revokes a key: refused everywhere within 60 seconds (the key cache's bound)."""
+    return access.revoke_key(key_id)
+
+
+@router.post("/keys/{key_id}/rotate", operation_id="rotateKey")
+def rotate_key(key_id: ObjectId, body: RotateKeyIn, access: AccessDep) -> IssuedKeyOut:
+    """A new secret for the same key id, shown once; the old secret works for ``grace_seconds`` more."""
+    return access.rotate_key(key_id, grace_seconds=body.grace_seconds)
+
+
+# -- usage and audit --------------------------------------------------------------------------
 
 
 @router.get("/usage", operation_id="listUsage")
 def list_usage(
-    services: ServicesDep,
+    access: AccessDep,
     tenant_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     key_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     since: Annotated[datetime | None, Query(description="Start (inclusive); default 24 hours ago")] = None,
@@ -165,18 +230,44 @@ def list_usage(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[UsageRecord]:
-    end = _utc(until) if until else datetime.now(UTC)
-    start = _utc(since) if since else end - timedelta(days=1)
-    data, next_cursor = services.admin.usage(
-        since_ms=int(start.timestamp() * 1000),
-        until_ms=int(end.timestamp() * 1000),
+    until_ms = _epoch_ms(until, "until") if until else int(datetime.now(UTC).timestamp() * 1000)
+    since_ms = (
+        _epoch_ms(since, "since") if since else until_ms - int(timedelta(days=1).total_seconds() * 1000)
+    )
+    return access.usage(
+        since_ms=since_ms, until_ms=until_ms, tenant_id=tenant_id, key_id=key_id, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/audit", operation_id="listAuditEntries")
+def list_audit(
+    access: AccessDep,
+    tenant_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    actor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
+    action: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    outcome: Literal["ok", "denied"] | None = None,
+    since: Annotated[datetime | None, Query(description="Entries at or after")] = None,
+    until: Annotated[datetime | None, Query(description="Entries before")] = None,
+    verify: Annotated[
+        bool, Query(description="Also check the whole hash chain and report its first broken link")
+    ] = False,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> AuditPage:
+    """The audit log, newest first: every admin change and every denied admin attempt."""
+    return access.audit(
         tenant_id=tenant_id,
-        key_id=key_id,
+        actor=actor,
+        action=action,
+        outcome=outcome,
+        since_ms=_epoch_ms(since, "since") if since else None,
+        until_ms=_epoch_ms(until, "until") if until else None,
         limit=limit,
         cursor=cursor,
+        verify=verify,
     )
-    return Page(data=data, next_cursor=next_cursor)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+@router.get("/audit/{seq}", operation_id="getAuditEntry")
+def get_audit_entry(seq: Annotated[int, Path(ge=1, le=10**15)], access: AccessDep) -> AuditEntryOut:
+    return access.audit_entry(seq)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 
 from tollgate.api.errors import install_error_handlers
 from tollgate.api.middleware import RequestContext
+from tollgate.api.openapi import install_openapi
 from tollgate.container import Services
 from tollgate.settings import get_settings
 
@@ -31,6 +32,7 @@ def create_app(
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
     app.state.services = shared
     install_error_handlers(app)
+    install_openapi(app)
     for router in routers:
         app.include_router(router)
     return RequestContext(app, max_body_bytes=shared.settings.max_request_bytes)
@@ -56,19 +58,23 @@ def gateway_app(services: Services | None = None) -> RequestContext:
 def admin_app(services: Services | None = None) -> RequestContext:
     """``functions/admin``: the admin API, served by Mangum."""
     from tollgate.api.admin import router
+    from tollgate.api.analytics import router as analytics_router
     from tollgate.api.public import health_router
 
-    return create_app([router, health_router], title="Tollgate admin API", services=services)
+    return create_app(
+        [router, analytics_router, health_router], title="Tollgate admin API", services=services
+    )
 
 
 def local_app(services: Services | None = None) -> RequestContext:
     """Every route in one app, for ``make dev`` and the end-to-end tests."""
     from tollgate.api.admin import router
+    from tollgate.api.analytics import router as analytics_router
     from tollgate.api.messages import messages_router
     from tollgate.api.public import chat_router, health_router, models_router
 
     return create_app(
-        [chat_router, messages_router, models_router, router, health_router],
+        [chat_router, messages_router, models_router, router, analytics_router, health_router],
         title="Tollgate (local)",
         services=services,
     )

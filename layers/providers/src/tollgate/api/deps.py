@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tollgate.admin.principal import BOOTSTRAP, AdminPrincipal
+from tollgate.admin.access import AdminAccess
+from tollgate.admin.audit import AdminContext
+from tollgate.admin.principal import AdminPrincipal
 from tollgate.container import Services
-from tollgate.errors import AuthenticationError
-from tollgate.keys import MAX_TOKEN_LENGTH, Principal
+from tollgate.errors import AuthenticationError, PermissionDeniedError
+from tollgate.keys import Principal
+from tollgate.routing import LAMBDA_CONTEXT_HEADER, Deadline, request_deadline
 
 
 def get_services(request: Request) -> Services:
@@ -43,16 +45,49 @@ async def get_principal(request: Request, services: ServicesDep) -> Principal:
 
 
 def require_admin(request: Request, services: ServicesDep) -> AdminPrincipal:
-    """The bootstrap admin key, compared in constant time. Runs in the thread pool (a cached read)."""
-    token = presented_token(request)
-    if not token or len(token) > MAX_TOKEN_LENGTH * 4:
-        raise AuthenticationError("Missing or malformed admin credentials.")
-    if not hmac.compare_digest(token.encode(), services.secrets.admin_key().encode()):
-        raise AuthenticationError("Incorrect admin credentials.")
-    return BOOTSTRAP
+    """An admin key, an OIDC token or the bootstrap key (``tollgate.admin.auth``); every refusal is
+    audited. Runs in the thread pool: key lookups and a first JWKS fetch may block."""
+    try:
+        return services.admin_auth.authenticate(presented_token(request))
+    except (AuthenticationError, PermissionDeniedError) as error:
+        services.audit_trail.denied(
+            request_id=get_request_id(request),
+            actor=getattr(error, "actor", "anonymous"),
+            role=None,
+            tenant_id=None,
+            action="auth.denied",
+            target=f"{request.method} {request.url.path}",
+            status=error.status,
+            reason=error.message,
+        )
+        raise
 
 
 AdminDep = Annotated[AdminPrincipal, Depends(require_admin)]
 
 
+def get_admin_access(request: Request, services: ServicesDep, principal: AdminDep) -> AdminAccess:
+    """The admin operations as this caller may use them (roles, isolation, ceilings, audit)."""
+    return AdminAccess(services, AdminContext(principal=principal, request_id=get_request_id(request)))
+
+
+AccessDep = Annotated[AdminAccess, Depends(get_admin_access)]
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_deadline(request: Request, services: ServicesDep) -> Deadline:
+    """The request's deadline: the Lambda function's remaining time (Mangum's ``aws.context``, or
+    the Lambda Web Adapter's ``x-amzn-lambda-context`` header) less a margin, capped by
+    ``request_timeout_seconds``; locally, that setting alone."""
+    settings = services.settings
+    return request_deadline(
+        timeout=settings.request_timeout_seconds,
+        margin=settings.deadline_margin_seconds,
+        aws_context=request.scope.get("aws.context"),
+        lambda_context=request.headers.get(LAMBDA_CONTEXT_HEADER),
+    )
+
+
+DeadlineDep = Annotated[Deadline, Depends(get_deadline)]

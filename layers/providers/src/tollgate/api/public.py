@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
 
-from tollgate.api.deps import PrincipalDep, RequestIdDep, ServicesDep
+from tollgate.api.deps import DeadlineDep, PrincipalDep, RequestIdDep, ServicesDep
 from tollgate.billing import Replay, request_hash
 from tollgate.schemas.openai import ChatRequest, EmbeddingRequest, ImageRequest, ModelList
 
@@ -46,10 +46,11 @@ async def create_chat_completion(
     principal: PrincipalDep,
     services: ServicesDep,
     request_id: RequestIdDep,
+    deadline: DeadlineDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "chat.completions", body.model_dump_json())
-    call = await services.chat.begin(principal, body, request_id, idempotency=key)
+    call = await services.chat.begin(principal, body, request_id, idempotency=key, deadline=deadline)
     if call.replay is not None:
         return replayed(call.replay)
     if body.stream:
@@ -64,10 +65,13 @@ async def create_embedding(
     principal: PrincipalDep,
     services: ServicesDep,
     request_id: RequestIdDep,
+    deadline: DeadlineDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "embeddings", body.model_dump_json())
-    result, headers = await services.generation.embed(principal, body, request_id, idempotency=key)
+    result, headers = await services.generation.embed(
+        principal, body, request_id, idempotency=key, deadline=deadline
+    )
     if isinstance(result, Replay):
         return replayed(result)
     return Response(result, media_type="application/json", headers=headers)
@@ -79,10 +83,13 @@ async def create_image(
     principal: PrincipalDep,
     services: ServicesDep,
     request_id: RequestIdDep,
+    deadline: DeadlineDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "images.generations", body.model_dump_json())
-    result, headers = await services.generation.image(principal, body, request_id, idempotency=key)
+    result, headers = await services.generation.image(
+        principal, body, request_id, idempotency=key, deadline=deadline
+    )
     if isinstance(result, Replay):
         return replayed(result)
     return Response(result, media_type="application/json", headers=headers)

@@ -90,6 +90,8 @@ def aws_environment(endpoint: str) -> dict[str, str]:
         "TOLLGATE_ALLOW_LOOPBACK_UPSTREAMS": "true",
         "TOLLGATE_STARTER_CREDITS": os.environ.get("TOLLGATE_STARTER_CREDITS", "5"),
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+        # Request metrics are CloudWatch EMF lines on stdout: noise in a terminal, so off unless asked for.
+        "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "true"),
     }
 
 
@@ -139,15 +141,17 @@ def prepare(config: LocalConfig) -> tuple[str, Services]:
 
 
 def run_sweeper(services: Services, every_seconds: float) -> threading.Thread:
-    """What the scheduled function does in AWS: settle abandoned holds, expire starter credits."""
+    """What the scheduled function does in AWS: settle abandoned holds, expire starter credits, and
+    roll usage up into the analytics buckets (``tollgate.scheduled``)."""
+    from tollgate.scheduled import run_scheduled
 
     def loop() -> None:
         while True:
             time.sleep(every_seconds)
             try:
-                services.billing.sweep()
-            except Exception:  # a failed sweep is retried on the next tick
-                logging.getLogger("tollgate").exception("sweep failed")
+                run_scheduled(services)
+            except Exception:  # a failed run is retried on the next tick (both jobs are idempotent)
+                logging.getLogger("tollgate").exception("scheduled run failed")
 
     thread = threading.Thread(target=loop, name="sweeper", daemon=True)
     thread.start()
@@ -176,6 +180,9 @@ Try it:
 Issue another key:
   curl -s {base}/admin/v1/keys -H "Authorization: Bearer {config.admin_key}" \\
     -H "Content-Type: application/json" -d '{{"tenant_id": "{LOCAL_TENANT}", "name": "my app"}}'
+or with the admin CLI:
+  export TOLLGATE_URL={base} TOLLGATE_ADMIN_KEY={config.admin_key}
+  tollgate keys create --tenant {LOCAL_TENANT} --name "my app"
 
 Ctrl-C stops it.
 """

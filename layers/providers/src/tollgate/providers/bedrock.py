@@ -979,6 +979,7 @@ class BedrockProvider:
         read_timeout: float = 300.0,
         max_pool_connections: int = 64,
         url_check: Callable[[str], None] | None = None,
+        address_check: Callable[[str, str], None] | None = None,
     ) -> None:
         self._name = name
         self._region = region
@@ -987,6 +988,7 @@ class BedrockProvider:
         self._read_timeout = read_timeout
         self._max_pool_connections = max_pool_connections
         self._url_check = url_check or _default_url_check
+        self._address_check = address_check
         self._capabilities = PRESETS["bedrock"].capabilities
         self._client_lock = threading.Lock()
         self._client_instance: Any = None
@@ -1034,9 +1036,19 @@ class BedrockProvider:
             user_agent_extra="tollgate",
         )
         with _session_lock:
-            return _botocore_session().create_client(
+            client = _botocore_session().create_client(
                 "bedrock-runtime", region_name=self._region, endpoint_url=self._endpoint_url, config=config
             )
+        if self._endpoint_url is not None and self._address_check is not None:
+            # botocore resolves names itself, past the HTTP client's guarded resolver: check what an
+            # admin-set endpoint resolves to before each request is sent (botocore follows no redirect).
+            address_check = self._address_check
+
+            def check_before_send(request: Any, **_: Any) -> None:
+                address_check(request.url, self._name)
+
+            client.meta.events.register("before-send.bedrock-runtime", check_before_send)
+        return client
 
     def _converse(self, kwargs: dict[str, Any]) -> Any:
         return self._client().converse(**kwargs)

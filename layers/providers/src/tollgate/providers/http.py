@@ -22,8 +22,9 @@ import asyncio
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -41,6 +42,7 @@ __all__ = [
     "GuardedResolver",
     "HttpClient",
     "address_problem",
+    "check_resolved_url",
     "check_upstream_url",
     "translate_transport_error",
 ]
@@ -200,6 +202,53 @@ def check_upstream_url(url: str, *, allow_loopback: bool, allow_private: bool) -
         raise InvalidRequestError(problem, param="base_url")
 
 
+def check_resolved_url(
+    url: str,
+    provider: str,
+    *,
+    allow_loopback: bool,
+    allow_private: bool,
+    resolve: Callable[..., list[Any]] | None = None,
+) -> None:
+    """The connect-time check for a client that resolves names itself: the URL's text, then every
+    address its host resolves to now. (That client resolves again when it connects; the window
+    between the two lookups is what this cannot close, unlike ``GuardedResolver``.)"""
+
+    def refused(problem: str) -> UpstreamError:
+        return UpstreamError(
+            f"The configured address of provider '{provider}' is not allowed: {problem}.",
+            code="upstream_address_forbidden",
+        )
+
+    try:
+        check_upstream_url(url, allow_loopback=allow_loopback, allow_private=allow_private)
+    except InvalidRequestError as error:
+        raise refused(error.message) from None
+    host = yarl.URL(url).host or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return  # an IP literal: checked above
+    try:
+        found = (resolve or socket.getaddrinfo)(host, None, proto=socket.IPPROTO_TCP)
+        addresses = {entry[4][0] for entry in found}
+    except OSError:
+        # Refused rather than waved through: a name that fails here may resolve for the client next.
+        raise UpstreamError(
+            f"Tollgate could not resolve the provider '{provider}'.", code="upstream_unreachable"
+        ) from None
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(str(address).split("%", 1)[0])
+        except ValueError:
+            raise refused("the host resolved to an unreadable address") from None
+        problem = address_problem(ip, allow_loopback=allow_loopback, allow_private=allow_private)
+        if problem is not None:
+            raise refused(problem)
+
+
 class ForbiddenUpstreamAddressError(OSError):
     """A provider's host name resolved to an address Tollgate must not connect to.
 
@@ -295,6 +344,7 @@ class HttpClient:
         dns_cache_seconds: int = 30,
         keepalive_seconds: float = 30.0,
         user_agent: str = "tollgate",
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.allow_loopback = allow_loopback
         self.allow_private = allow_private
@@ -304,6 +354,8 @@ class HttpClient:
         self._dns_cache_seconds = dns_cache_seconds
         self._keepalive_seconds = keepalive_seconds
         self._user_agent = user_agent
+        #: The DNS resolver behind the guard (aiohttp's default; tests pass their own).
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked_urls: dict[str, str | None] = {}
@@ -311,6 +363,13 @@ class HttpClient:
     def check_url(self, url: str) -> None:
         """``check_upstream_url`` under this client's policy (raises ``InvalidRequestError``)."""
         check_upstream_url(url, allow_loopback=self.allow_loopback, allow_private=self.allow_private)
+
+    def check_resolved(self, url: str, provider: str) -> None:
+        """For clients that resolve names themselves (botocore): the URL and every address its
+        host resolves to, under this client's policy; raises ``UpstreamError`` when refused."""
+        check_resolved_url(
+            url, provider, allow_loopback=self.allow_loopback, allow_private=self.allow_private
+        )
 
     def session(self) -> aiohttp.ClientSession:
         """The shared session of the running loop, created on first use."""
@@ -329,7 +388,9 @@ class HttpClient:
             use_dns_cache=True,
             ttl_dns_cache=self._dns_cache_seconds,
             keepalive_timeout=self._keepalive_seconds,
-            resolver=GuardedResolver(allow_loopback=self.allow_loopback, allow_private=self.allow_private),
+            resolver=GuardedResolver(
+                allow_loopback=self.allow_loopback, allow_private=self.allow_private, inner=self._resolver
+            ),
         )
         return aiohttp.ClientSession(
             connector=connector,

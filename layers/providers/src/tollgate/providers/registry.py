@@ -1,32 +1,40 @@
-"""Resolves a public model name to a configured provider adapter, before any network call.
+"""Resolves a public model name to its plan: configured provider adapters, before any network call.
 
 A name resolves in this order:
 
-1. a model route set through the admin API (``PUT /admin/v1/models/{model}``);
+1. a model route set through the admin API (``PUT /admin/v1/models/{model}``): its deployments;
 2. ``<provider>/<upstream model>``, for any enabled provider, e.g. ``openai/gpt-4o-mini``;
 3. ``fake/<model>``, when the fake provider is switched on (local mode and tests).
 
 Anything else is a 404 ``model_not_found``. Routes, provider configs and credentials are cached
 for the settings' TTL, so steady-state resolution does no I/O.
+
+A route's deployments are ordered for each request: lower ``priority`` first; within one priority,
+a random order weighted by ``weight`` (so weights 3 and 1 put the first one first three times in
+four). The ``Router`` (``tollgate.routing``) then tries them in that order. A deployment whose
+provider is missing, disabled or not buildable is left out of the plan; when none is left the
+route is a 404 (or the provider's 503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tollgate.cache import TTLCache
-from tollgate.errors import ModelNotFoundError
+from tollgate.errors import ModelNotFoundError, TollgateError
 from tollgate.providers.factory import build_adapter
 from tollgate.providers.fake import FAKE_MODELS, FakeProvider
 from tollgate.schemas.openai import ModelCard
 
 if TYPE_CHECKING:
-    from tollgate.providers.base import Provider
+    from tollgate.providers.base import Capability, Provider
     from tollgate.store.catalog import DynamoCatalog
-    from tollgate.store.records import ProviderRecord, RouteRecord
+    from tollgate.store.records import ProviderRecord, RouteRecord, RouteTarget
     from tollgate.store.secrets import SecretStore
 
 FAKE_PROVIDER = "fake"
@@ -40,6 +48,41 @@ class Deployment:
     provider_name: str
     upstream_model: str
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What the circuit breaker tracks: one provider config serving one upstream model."""
+        return self.provider_name, self.upstream_model
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A public model's deployments for one request, in the order to try them (never empty)."""
+
+    model: str
+    deployments: tuple[Deployment, ...]
+
+    @property
+    def primary(self) -> Deployment:
+        return self.deployments[0]
+
+    def supporting(self, capability: Capability) -> Plan | None:
+        """The deployments whose provider offers ``capability``, or None when none does."""
+        able = tuple(d for d in self.deployments if capability in d.provider.capabilities)
+        return Plan(self.model, able) if able else None
+
+
+def order_targets(targets: Sequence[RouteTarget], rng: random.Random) -> list[RouteTarget]:
+    """``targets`` by priority (lower first), each priority in a random order weighted by ``weight``
+    (drawn without replacement, so every target appears once)."""
+    ordered: list[RouteTarget] = []
+    for priority in sorted({target.priority for target in targets}):
+        pool = [target for target in targets if target.priority == priority]
+        while len(pool) > 1:
+            (index,) = rng.choices(range(len(pool)), weights=[max(target.weight, 1) for target in pool])
+            ordered.append(pool.pop(index))
+        ordered.extend(pool)
+    return ordered
+
 
 class ProviderRegistry:
     def __init__(
@@ -50,34 +93,52 @@ class ProviderRegistry:
         *,
         cache_ttl: float,
         fake_enabled: bool,
+        rng: random.Random | None = None,
     ) -> None:
         self._catalog = catalog
         self._secrets = secrets_store
         self._http = http
         self._fake_enabled = fake_enabled
+        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not a secret
         self._routes: TTLCache[RouteRecord] = TTLCache(cache_ttl, negative_ttl=min(cache_ttl, 5.0))
         self._providers: TTLCache[tuple[ProviderRecord, Provider]] = TTLCache(cache_ttl, negative_ttl=5.0)
+        #: Providers whose adapter could not be built (no credential...), so a route that lists one
+        #: beside healthy ones does not fetch its secret again on every request.
+        self._broken: TTLCache[TollgateError] = TTLCache(5.0)
         self._fake = FakeProvider(FAKE_PROVIDER)
 
-    async def resolve(self, model: str) -> Deployment:
+    async def resolve(self, model: str) -> Plan:
+        """The plan for ``model``; a 404 ``model_not_found`` when nothing serves it."""
         route = await self._route(model)
         if route is not None:
-            provider = await self._provider(route.provider)
-            if provider is None:
-                raise ModelNotFoundError(model)
-            return Deployment(provider, route.provider, route.upstream_model)
+            deployments: list[Deployment] = []
+            problem: TollgateError | None = None
+            for target in order_targets(route.deployments, self._rng):
+                try:
+                    provider = await self._provider(target.provider)
+                except TollgateError as error:  # this provider cannot be built; the others may serve
+                    problem = problem or error
+                    continue
+                if provider is not None:
+                    deployments.append(Deployment(provider, target.provider, target.upstream_model))
+            if deployments:
+                return Plan(model, tuple(deployments))
+            if problem is not None:
+                raise problem
+            raise ModelNotFoundError(model)
         provider_name, slash, upstream_model = model.partition("/")
         if slash and upstream_model:
             provider = await self._provider(provider_name)
             if provider is not None:
-                return Deployment(provider, provider_name, upstream_model)
+                return Plan(model, (Deployment(provider, provider_name, upstream_model),))
         raise ModelNotFoundError(model)
 
     async def list_models(self) -> list[ModelCard]:
         routes = await asyncio.to_thread(self._catalog.list_routes)
         now = int(time.time())
         cards = [
-            ModelCard(id=route.model, created=route.created_at, owned_by=route.provider) for route in routes
+            ModelCard(id=route.model, created=route.created_at, owned_by=route.primary.provider)
+            for route in routes
         ]
         if self._fake_enabled:
             cards.extend(
@@ -90,6 +151,7 @@ class ProviderRegistry:
         """Drops every cached route and adapter (this process only)."""
         self._routes.invalidate()
         self._providers.invalidate()
+        self._broken.invalidate()
 
     async def _route(self, model: str) -> RouteRecord | None:
         hit, route = self._routes.get(model)
@@ -101,7 +163,14 @@ class ProviderRegistry:
     async def _provider(self, name: str) -> Provider | None:
         hit, entry = self._providers.get(name)
         if not hit:
-            entry = await asyncio.to_thread(self._load_provider, name)
+            broken, error = self._broken.get(name)
+            if broken and error is not None:
+                raise error.with_traceback(None)
+            try:
+                entry = await asyncio.to_thread(self._load_provider, name)
+            except TollgateError as failure:
+                self._broken.put(name, failure)
+                raise
             self._providers.put(name, entry)
         return entry[1] if entry else None
 

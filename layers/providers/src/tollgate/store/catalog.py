@@ -31,8 +31,13 @@ def _tenant_keys(tenant_id: str) -> dict[str, str]:
     return {"pk": f"TENANT#{tenant_id}", "sk": _META, "gsi1pk": "TENANT", "gsi1sk": tenant_id}
 
 
-def _key_keys(key_id: str, tenant_id: str) -> dict[str, str]:
-    return {"pk": f"KEY#{key_id}", "sk": _META, "gsi1pk": f"TENANT#{tenant_id}#KEY", "gsi1sk": key_id}
+def _key_partition(tenant_id: str | None) -> str:
+    """A tenant's keys share one gsi1 partition; global admin keys (no tenant) have their own."""
+    return f"TENANT#{tenant_id}#KEY" if tenant_id is not None else "ADMIN#KEY"
+
+
+def _key_keys(key_id: str, tenant_id: str | None) -> dict[str, str]:
+    return {"pk": f"KEY#{key_id}", "sk": _META, "gsi1pk": _key_partition(tenant_id), "gsi1sk": key_id}
 
 
 def _price_sk(effective_at_ms: int) -> str:
@@ -109,7 +114,10 @@ class DynamoCatalog:
         return self._get(f"MODEL#{model}", RouteRecord)
 
     def put_route(self, record: RouteRecord) -> None:
-        self._put(_route_keys(record.model), record)
+        # The first deployment also goes in the single-deployment fields that older code reads, so
+        # a rolled-back function still serves the route (from its first deployment).
+        legacy = {"provider": record.primary.provider, "upstream_model": record.primary.upstream_model}
+        self._put({**_route_keys(record.model), **legacy}, record)
 
     def delete_route(self, model: str) -> None:
         try:
@@ -176,9 +184,37 @@ class DynamoCatalog:
         return self._get(f"KEY#{key_id}", KeyRecord)
 
     def list_keys(
-        self, tenant_id: str, *, limit: int, after: str | None
+        self, tenant_id: str | None, *, limit: int, after: str | None
     ) -> tuple[list[KeyRecord], str | None]:
-        return self._list(f"TENANT#{tenant_id}#KEY", KeyRecord, limit=limit, after=after)
+        """A tenant's keys, or with ``tenant_id=None`` the global admin keys."""
+        return self._list(_key_partition(tenant_id), KeyRecord, limit=limit, after=after)
+
+    def rotate_key(
+        self, key_id: str, *, expected_hash: str, new_hash: str, previous_valid_until: int, rotated_at: int
+    ) -> KeyRecord:
+        """Replaces a live key's secret hash, keeping the old one valid until ``previous_valid_until``.
+
+        Conditional on the hash the caller read, so of two concurrent rotations exactly one wins (the
+        other is a conflict), and on the key not being revoked.
+        """
+        try:
+            response = self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"KEY#{key_id}"}, "sk": {"S": _META}},
+                UpdateExpression="SET secret_hash = :new, previous_secret_hash = :old, "
+                "previous_valid_until = :until, rotated_at = :now",
+                ConditionExpression="secret_hash = :old AND attribute_not_exists(revoked_at)",
+                ExpressionAttributeValues={
+                    ":new": {"S": new_hash},
+                    ":old": {"S": expected_hash},
+                    ":until": {"N": str(previous_valid_until)},
+                    ":now": {"N": str(rotated_at)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            raise ConflictError("The key was rotated or revoked meanwhile; read it and try again.") from error
+        return KeyRecord.model_validate(from_item(response["Attributes"]))
 
     def revoke_key(self, key_id: str, revoked_at: int) -> KeyRecord:
         """Marks a key revoked (idempotent: a second revoke keeps the first time)."""

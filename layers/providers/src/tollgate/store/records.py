@@ -6,9 +6,9 @@ stored field such as ``secret_hash`` can never reach a response by accident.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from tollgate.providers.base import UsageSource
 
@@ -27,18 +27,47 @@ class ProviderRecord(Record):
     secret_id: str | None = None
     #: A masked hint of the stored credential, e.g. ``sk-...Wxyz``.
     api_key_hint: str | None = None
+    #: Bound on connecting and on each read of an answer (first byte, then between chunks), in
+    #: seconds; None uses the process default (``upstream_read_timeout_seconds``).
+    timeout_seconds: int | None = None
     created_at: int
     updated_at: int
+
+
+class RouteTarget(Record):
+    """One deployment of a public model: a configured provider and the model name it knows.
+
+    Deployments of lower ``priority`` are tried first; ``weight`` spreads requests across the
+    deployments of one priority.
+    """
+
+    provider: str
+    upstream_model: str
+    weight: int = 1
+    priority: int = 0
 
 
 class RouteRecord(Record):
-    """A public model name and the deployment that serves it."""
+    """A public model name and the deployments that serve it, in fallback order."""
 
     model: str
-    provider: str
-    upstream_model: str
+    deployments: list[RouteTarget]
     created_at: int
     updated_at: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_deployment_form(cls, data: Any) -> Any:
+        """Reads a record written before routes had several deployments (``provider`` and
+        ``upstream_model`` at the top) as a one-deployment route."""
+        if isinstance(data, dict) and "deployments" not in data and "provider" in data:
+            target = {"provider": data["provider"], "upstream_model": data.get("upstream_model")}
+            return {**data, "deployments": [target]}
+        return data
+
+    @property
+    def primary(self) -> RouteTarget:
+        return self.deployments[0]
 
 
 class Budget(Record):
@@ -81,7 +110,8 @@ class PriceRecord(Record):
 
 class KeyRecord(Record):
     id: str
-    tenant_id: str
+    #: The tenant a data-plane (or tenant_admin) key belongs to; None for a global admin key.
+    tenant_id: str | None = None
     name: str
     #: HMAC-SHA256 of the key's secret, keyed with the pepper. The secret itself is never stored.
     secret_hash: str
@@ -91,6 +121,15 @@ class KeyRecord(Record):
     revoked_at: int | None = None
     budget: Budget | None = None
     limits: KeyLimits | None = None
+    #: ``data`` keys call the public API only; ``admin`` keys call the admin API only, with ``role``.
+    scope: Literal["data", "admin"] = "data"
+    role: Literal["owner", "admin", "viewer", "tenant_admin"] | None = None
+    #: After a rotation: the previous secret's hash, accepted until ``previous_valid_until`` (epoch s).
+    previous_secret_hash: str | None = None
+    previous_valid_until: int | None = None
+    rotated_at: int | None = None
+    #: The admin actor that issued the key (``bootstrap``, ``key:<id>``, ``oidc:...``).
+    created_by: str | None = None
 
 
 class UsageRecord(Record):

@@ -41,6 +41,36 @@ usage
     ``pk = TENANT#<tenant id>``, ``sk = <ISO-8601 UTC time>#<request id>``.
     GSI ``by_key``: ``key_id`` / ``sk``; GSI ``by_day``: ``day`` (``YYYY-MM-DD``) / ``sk``.
     ``expires_at`` (epoch seconds) is the TTL attribute.
+
+audit
+    The admin audit log: append-only and hash-chained (``tollgate.store.audit``).
+
+    ==================  ==========  ===========================  ===========================
+    item                pk          sk                           by_tenant (tenant_id / sk)
+    ==================  ==========  ===========================  ===========================
+    entry               ``LOG``     ``SEQ#<seq, 16 digits>``     the entry's tenant, if any
+    chain head          ``LOG``     ``HEAD``                     (none: sparse)
+    ==================  ==========  ===========================  ===========================
+
+    Each entry stores the hash of the one before it; the head holds the last sequence number and
+    hash, and every append conditionally moves it, so the chain stays linear under concurrency.
+    No TTL: entries are never removed.
+
+analytics
+    Usage rollups (``tollgate.analytics``, written by ``tollgate.rollup``): one bucket per cell
+    (tenant, key, model, provider) per UTC hour and per UTC day. Kept forever (no TTL).
+
+    ==================  ====================  ==================================================
+    item                pk                    sk
+    ==================  ====================  ==================================================
+    hour bucket         ``TENANT#<id>``       ``H#<YYYY-MM-DDTHH>#<key id>#<model>#<provider>``
+    day bucket          ``TENANT#<id>``       ``D#<YYYY-MM-DD>#<key id>#<model>#<provider>``
+    rollup watermark    ``ROLLUP``            ``WATERMARK``
+    ==================  ====================  ==================================================
+
+    GSI ``by_period``: ``period_key`` (``H#<hour>`` or ``D#<day>``) / ``sk``: every tenant's
+    buckets of one period. The watermark has no ``period_key``, so it stays out of the index.
+    ``#`` and ``%`` inside a key part are percent-encoded.
 """
 
 from __future__ import annotations
@@ -102,4 +132,20 @@ LEDGER = TableSchema(
     ttl_attribute="expires_at",
 )
 
-ALL_TABLES: tuple[TableSchema, ...] = (CATALOG, USAGE, LEDGER)
+AUDIT = TableSchema(
+    logical_name="Audit",
+    env_var="TOLLGATE_AUDIT_TABLE",
+    partition_key="pk",
+    sort_key="sk",
+    indexes=(Index("by_tenant", "tenant_id", "sk"),),
+)
+
+ANALYTICS = TableSchema(
+    logical_name="Analytics",
+    env_var="TOLLGATE_ANALYTICS_TABLE",
+    partition_key="pk",
+    sort_key="sk",
+    indexes=(Index("by_period", "period_key", "sk"),),
+)
+
+ALL_TABLES: tuple[TableSchema, ...] = (CATALOG, USAGE, LEDGER, AUDIT, ANALYTICS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +147,46 @@ class DynamoUsageLog:
         if position >= len(partitions):
             return records, None
         return records, _encode_cursor({"day_index": position, "lek": start_key or {}})
+
+    def records_between(
+        self, since_ms: int, until_ms: int, *, tenant_id: str | None = None
+    ) -> Iterator[UsageRecord]:
+        """Every record created in ``[since, until)``, oldest first: one tenant's from the table, or
+        everyone's from the ``by_day`` index (one partition a day). For the rollup and reconciliation.
+        """
+        if since_ms >= until_ms:
+            return
+        # BETWEEN is inclusive, but a record made at exactly ``until`` has ``<until>#<id>``, after ``:hi``.
+        low, high = f"{_iso_ms(since_ms)}#", f"{_iso_ms(until_ms)}#"
+        values = {":lo": {"S": low}, ":hi": {"S": high}}
+        if tenant_id is not None:
+            yield from self._pages(
+                {
+                    "TableName": self._table,
+                    "KeyConditionExpression": "pk = :part AND sk BETWEEN :lo AND :hi",
+                    "ExpressionAttributeValues": {**values, ":part": {"S": f"TENANT#{tenant_id}"}},
+                }
+            )
+            return
+        for day in reversed(_days_descending(since_ms, until_ms)):
+            yield from self._pages(
+                {
+                    "TableName": self._table,
+                    "IndexName": _BY_DAY,
+                    "KeyConditionExpression": "#day = :part AND sk BETWEEN :lo AND :hi",
+                    "ExpressionAttributeNames": {"#day": "day"},
+                    "ExpressionAttributeValues": {**values, ":part": {"S": day}},
+                }
+            )
+
+    def _pages(self, arguments: dict[str, Any]) -> Iterator[UsageRecord]:
+        while True:
+            response = self._client.query(**arguments)
+            for item in response.get("Items", []):
+                yield UsageRecord.model_validate(from_item(item))
+            if "LastEvaluatedKey" not in response:
+                return
+            arguments = {**arguments, "ExclusiveStartKey": response["LastEvaluatedKey"]}
 
 
 def _days_descending(since_ms: int, until_ms: int) -> list[str]:

@@ -1,0 +1,151 @@
+"""Cold import time of each Lambda entry module, in a fresh process each time.
+
+Each run starts a new interpreter (pinned to the server core) in the function's folder, with the
+``TOLLGATE_*`` variables set to dummies and ``AWS_ENDPOINT_URL`` on a closed loopback port, and
+times ``import <entry module>`` alone (the interpreter's own start-up is reported apart). One
+untimed run first makes sure every ``.pyc`` exists; the figure is the median of the timed runs.
+Every run installs a socket guard first, which refuses and counts connection attempts and name
+lookups: importing must do no network I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ENTRIES: dict[str, tuple[str, str]] = {
+    "gateway": ("functions/gateway", "handler"),
+    "admin": ("functions/admin", "handler"),
+    "rollup": ("functions/rollup", "handler"),
+    "stream": ("functions/stream", "main"),
+}
+
+_TIMED = """
+import resource, socket, sys, time
+# The guard: connection attempts and name lookups are refused and counted (importing must do no
+# network I/O). Installing it costs microseconds, before the clock starts.
+attempts = []
+def _refuse(kind):
+    def refuse(*args, **kwargs):
+        attempts.append(kind)
+        raise OSError("network I/O during import")
+    return refuse
+socket.socket.connect = _refuse("connect")
+socket.socket.connect_ex = _refuse("connect")
+socket.getaddrinfo = _refuse("getaddrinfo")
+socket.create_connection = _refuse("create_connection")
+started = time.perf_counter()
+import importlib
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    print(name, time.perf_counter() - started, flush=True)
+print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("network", len(attempts))
+"""
+
+
+def _run(
+    python: str, code: str, modules: list[str], cwd: Path, env: dict[str, str], core: int | None
+) -> tuple[float, str]:
+    command = [python, "-c", code, *modules]
+    if core is not None:
+        command = ["taskset", "-c", str(core), *command]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(modules)} failed in {cwd}:\n{done.stderr[-3000:]}")
+    return wall, done.stdout
+
+
+def _parse(stdout: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            with contextlib.suppress(ValueError):
+                values[parts[0]] = float(parts[1])
+    return values
+
+
+def measure(
+    python: str,
+    modules: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    *,
+    runs: int,
+    core: int | None,
+    precompile: bool = True,
+) -> dict[str, Any]:
+    """Median import time of ``modules`` (cumulative, in order) over ``runs`` fresh processes."""
+    if precompile:
+        _run(python, _TIMED, modules, cwd, env, core)  # compiles and caches every .pyc
+    samples: dict[str, list[float]] = {name: [] for name in modules}
+    walls: list[float] = []
+    rss: list[float] = []
+    network = 0
+    for _ in range(runs):
+        wall, stdout = _run(python, _TIMED, modules, cwd, env, core)
+        values = _parse(stdout)
+        for name in modules:
+            samples[name].append(values[name])
+        walls.append(wall)
+        rss.append(values.get("maxrss_kib", 0))
+        network = max(network, int(values.get("network", 0)))
+    result: dict[str, Any] = {
+        "runs": runs,
+        "import_ms": {name: statistics.median(v) * 1000 for name, v in samples.items()},
+        "import_ms_all": {name: [round(x * 1000, 1) for x in v] for name, v in samples.items()},
+        "process_wall_ms": statistics.median(walls) * 1000,
+        "maxrss_kib": statistics.median(rss),
+        "network_attempts": network,
+    }
+    return result
+
+
+def floor(
+    python: str, env: dict[str, str], *, runs: int, core: int | None, precompile: bool = True
+) -> dict[str, Any]:
+    """The same measure for ``bench/floor/floor_handler.py``: FastAPI + Mangum and nothing else."""
+    result = measure(
+        python, ["floor_handler"], HERE / "floor", env, runs=runs, core=core, precompile=precompile
+    )
+    result["module"] = "bench/floor/floor_handler.py"
+    return result
+
+
+def tollgate_entries(
+    python: str, env: dict[str, str], *, runs: int, core: int | None, precompile: bool = True
+) -> dict[str, Any]:
+    results = {}
+    for name, (folder, module) in ENTRIES.items():
+        results[name] = measure(
+            python, [module], ROOT / folder, env, runs=runs, core=core, precompile=precompile
+        )
+        results[name]["module"] = f"{folder}/{module}.py"
+    return results
+
+
+def entry_environment() -> dict[str, str]:
+    """A clean environment for the entry modules: the bench's dummies, no inherited AWS settings."""
+    from bench.serve import bench_environment
+
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    env = {name: os.environ[name] for name in keep if name in os.environ}
+    env |= bench_environment()
+    env["PYTHONDONTWRITEBYTECODE"] = "0"
+    return env
+
+
+if __name__ == "__main__":
+    print(json.dumps(tollgate_entries(sys.executable, entry_environment(), runs=7, core=0), indent=2))

@@ -1,0 +1,132 @@
+"""The analytics API (``/admin/v1/analytics``): series from rollups, quotas, and reconciliation.
+
+Every route needs an admin credential. A tenant admin sees its own tenant only: ``tenant_id``
+defaults to it, and any other tenant is reported as not found.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from tollgate.admin.principal import AdminPrincipal
+from tollgate.admin.schemas import ID_PATTERN
+from tollgate.api.deps import AdminDep, ServicesDep
+from tollgate.errors import InvalidRequestError, NotFoundError
+from tollgate.reports import Filters
+from tollgate.schemas.analytics import AnalyticsPage, QuotaOut, ReconcileReport
+
+router = APIRouter(prefix="/admin/v1/analytics", tags=["analytics"])
+
+TenantId = Annotated[str | None, Query(pattern=ID_PATTERN)]
+Cursor = Annotated[str | None, Query(max_length=2048)]
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def scoped_tenant(principal: AdminPrincipal, tenant_id: str | None) -> str | None:
+    """The tenant a query is about: a tenant admin's own, or ``tenant_id`` (None: every tenant)."""
+    if tenant_id is not None and not principal.sees(tenant_id):
+        raise NotFoundError(f"No tenant '{tenant_id}'.")
+    return tenant_id if principal.is_global else principal.tenant_id
+
+
+#: Times outside these bounds are refused (400), so date arithmetic on them cannot overflow.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _moment(value: datetime, param: str) -> datetime:
+    moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        within = EARLIEST <= moment <= LATEST
+    except OverflowError:  # an offset that moves the moment past datetime's own range
+        within = False
+    if not within:
+        raise InvalidRequestError(f"'{param}' must lie between the years 2000 and 2200.", param=param)
+    return moment
+
+
+def _day(value: str, param: str) -> date:
+    try:
+        day = date.fromisoformat(value)
+    except ValueError as error:
+        raise InvalidRequestError(f"'{param}' is not a valid day (YYYY-MM-DD).", param=param) from error
+    if not EARLIEST.date() <= day < LATEST.date():
+        raise InvalidRequestError(f"'{param}' must lie between the years 2000 and 2200.", param=param)
+    return day
+
+
+@router.get("", operation_id="queryAnalytics")
+def query_analytics(
+    principal: AdminDep,
+    services: ServicesDep,
+    since: Annotated[
+        datetime | None, Query(description="Start (inclusive); default 30 days (day) or 24 hours (hour) ago")
+    ] = None,
+    until: Annotated[datetime | None, Query(description="End (exclusive); default now")] = None,
+    granularity: Literal["hour", "day"] = "day",
+    group_by: Literal["tenant", "key", "model", "provider"] = "tenant",
+    tenant_id: TenantId = None,
+    key_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    model: Annotated[str | None, Query(max_length=256)] = None,
+    provider: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    cursor: Cursor = None,
+) -> AnalyticsPage:
+    """Requests, errors, tokens, cost, latency and TTFB percentiles per period and group, from rollups."""
+    end = _moment(until, "until") if until else datetime.now(UTC)
+    default_span = timedelta(days=30) if granularity == "day" else timedelta(days=1)
+    start = _moment(since, "since") if since else end - default_span
+    return services.reports.series(
+        since_ms=int(start.timestamp() * 1000),
+        until_ms=int(end.timestamp() * 1000),
+        granularity=granularity,
+        group_by=group_by,
+        tenant_id=scoped_tenant(principal, tenant_id),
+        filters=Filters(key_id=key_id, model=model, provider=provider),
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get("/quota", operation_id="getQuota")
+def get_quota(principal: AdminDep, services: ServicesDep, tenant_id: TenantId = None) -> QuotaOut:
+    """A tenant's balance, its burn rate over the last 7 days, and the days its credits last at it."""
+    tenant = scoped_tenant(principal, tenant_id)
+    if tenant is None:
+        raise InvalidRequestError("Name the tenant: tenant_id is required.", param="tenant_id")
+    return services.reports.quota(tenant, now_ms=time.time_ns() // 1_000_000)
+
+
+@router.get("/reconcile", operation_id="reconcileUsage")
+def reconcile_usage(
+    principal: AdminDep,
+    services: ServicesDep,
+    since: Annotated[
+        str | None,
+        Query(
+            pattern=DAY_PATTERN,
+            description="First UTC day, YYYY-MM-DD (inclusive); default 6 days before until",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        Query(pattern=DAY_PATTERN, description="Last UTC day, YYYY-MM-DD (inclusive); default today"),
+    ] = None,
+    tenant_id: TenantId = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Tenants per page")] = 100,
+    cursor: Cursor = None,
+) -> ReconcileReport:
+    """Per tenant and day: usage records vs ledger charge entries vs rollups, and every difference."""
+    last = _day(until, "until") if until else datetime.now(UTC).date()
+    first = _day(since, "since") if since else last - timedelta(days=6)
+    return services.reports.reconcile(
+        first_day=first.isoformat(),
+        last_day=last.isoformat(),
+        tenant_id=scoped_tenant(principal, tenant_id),
+        limit=limit,
+        cursor=cursor,
+    )
