@@ -770,7 +770,11 @@ def test_anthropic_only_hints_are_stripped_except_for_openrouter():
                     "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
                     "cache_control": {"type": "ephemeral"},
                 },
-                {"role": "assistant", "content": "ok", "thinking_blocks": [{"type": "thinking", "thinking": "x"}]},
+                {
+                    "role": "assistant",
+                    "content": "ok",
+                    "thinking_blocks": [{"type": "thinking", "thinking": "x"}],
+                },
             ],
         }
     )

@@ -160,4 +160,3 @@ class AuditTrail:
                 "request_id": draft.request_id,
             }
             logger.exception("audit entry could not be written", extra=fields)
-

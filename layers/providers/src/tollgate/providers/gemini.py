@@ -1487,5 +1487,3 @@ async def _all(calls: Sequence[Awaitable[_T]]) -> list[_T]:
 
 async def _await(call: Awaitable[_T]) -> _T:
     return await call
-
-
