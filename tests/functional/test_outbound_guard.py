@@ -73,6 +73,15 @@ class Trap:
         self._server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def own_botocore_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bedrock's process-wide botocore session caches the credentials it first resolves: give these
+    tests their own, so the moto credentials here never reach another test's Bedrock client."""
+    from tollgate.providers import bedrock
+
+    monkeypatch.setattr(bedrock, "_session", None)
+
+
 @pytest.fixture
 def trap() -> Iterator[Trap]:
     server = Trap()
