@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import _AWS_ENV, ADMIN_KEY
 from tollgate.admin.principal import AdminPrincipal
-from tollgate.api.deps import AdminDep
+from tollgate.api.admin_deps import AdminDep
 from tollgate.store.records import UsageRecord
 
 HOUR = 3_600_000

@@ -33,7 +33,7 @@ from tollgate.admin.schemas import (
     TenantOut,
     TenantUpdate,
 )
-from tollgate.api.deps import AccessDep, require_admin
+from tollgate.api.admin_deps import AccessDep, require_admin
 from tollgate.errors import InvalidRequestError
 from tollgate.store.records import UsageRecord
 

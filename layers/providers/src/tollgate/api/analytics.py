@@ -14,7 +14,8 @@ from fastapi import APIRouter, Query
 
 from tollgate.admin.principal import AdminPrincipal
 from tollgate.admin.schemas import ID_PATTERN
-from tollgate.api.deps import AdminDep, ServicesDep
+from tollgate.api.admin_deps import AdminDep
+from tollgate.api.deps import ServicesDep
 from tollgate.errors import InvalidRequestError, NotFoundError
 from tollgate.reports import Filters
 from tollgate.schemas.analytics import AnalyticsPage, QuotaOut, ReconcileReport

@@ -29,7 +29,12 @@ def create_app(
         yield
         await shared.aclose()
 
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.services = shared
     install_error_handlers(app)
     install_openapi(app)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from tollgate.api.deps import DeadlineDep, PrincipalDep, RequestIdDep, ServicesDep
 from tollgate.billing import Replay, request_hash
@@ -30,10 +31,12 @@ IdempotencyKey = Annotated[
 ]
 
 
-def idempotency(key: str | None, endpoint: str, body: str) -> tuple[str, str] | None:
+def idempotency(key: str | None, endpoint: str, body: BaseModel) -> tuple[str, str] | None:
+    """The stored-response key and the body's fingerprint; the body is serialised only when the
+    client sent an ``Idempotency-Key`` (most requests do not, and the dump is not free)."""
     if key is None:
         return None
-    return hashlib.sha256(key.encode()).hexdigest(), request_hash(endpoint, body)
+    return hashlib.sha256(key.encode()).hexdigest(), request_hash(endpoint, body.model_dump_json())
 
 
 def replayed(replay: Replay) -> Response:
@@ -49,7 +52,7 @@ async def create_chat_completion(
     deadline: DeadlineDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    key = idempotency(idempotency_key, "chat.completions", body.model_dump_json())
+    key = idempotency(idempotency_key, "chat.completions", body)
     call = await services.chat.begin(principal, body, request_id, idempotency=key, deadline=deadline)
     if call.replay is not None:
         return replayed(call.replay)
@@ -68,7 +71,7 @@ async def create_embedding(
     deadline: DeadlineDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    key = idempotency(idempotency_key, "embeddings", body.model_dump_json())
+    key = idempotency(idempotency_key, "embeddings", body)
     result, headers = await services.generation.embed(
         principal, body, request_id, idempotency=key, deadline=deadline
     )
@@ -86,7 +89,7 @@ async def create_image(
     deadline: DeadlineDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    key = idempotency(idempotency_key, "images.generations", body.model_dump_json())
+    key = idempotency(idempotency_key, "images.generations", body)
     result, headers = await services.generation.image(
         principal, body, request_id, idempotency=key, deadline=deadline
     )

@@ -100,6 +100,7 @@ class ProviderRegistry:
         self._http = http
         self._fake_enabled = fake_enabled
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not a secret
+        self._route_list: TTLCache[list[RouteRecord]] = TTLCache(cache_ttl)
         self._routes: TTLCache[RouteRecord] = TTLCache(cache_ttl, negative_ttl=min(cache_ttl, 5.0))
         self._providers: TTLCache[tuple[ProviderRecord, Provider]] = TTLCache(cache_ttl, negative_ttl=5.0)
         #: Providers whose adapter could not be built (no credential...), so a route that lists one
@@ -134,7 +135,10 @@ class ProviderRegistry:
         raise ModelNotFoundError(model)
 
     async def list_models(self) -> list[ModelCard]:
-        routes = await asyncio.to_thread(self._catalog.list_routes)
+        hit, routes = self._route_list.get("all")
+        if not hit or routes is None:
+            routes = await asyncio.to_thread(self._catalog.list_routes)
+            self._route_list.put("all", routes)
         now = int(time.time())
         cards = [
             ModelCard(id=route.model, created=route.created_at, owned_by=route.primary.provider)
@@ -150,6 +154,7 @@ class ProviderRegistry:
     def forget(self) -> None:
         """Drops every cached route and adapter (this process only)."""
         self._routes.invalidate()
+        self._route_list.invalidate()
         self._providers.invalidate()
         self._broken.invalidate()
 
