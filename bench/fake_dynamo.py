@@ -816,6 +816,7 @@ class FakeDynamoDB:
         self._sinks: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self.sinks_dropped = 0
         self.latency = latency
+        self._inline = threading.local()
         self.calls: Counter[str] = Counter()
         self.calls_by_table: Counter[tuple[str, str]] = Counter()
         self.meta = type("Meta", (), {"region_name": region_name, "service_model": None})()
@@ -871,8 +872,17 @@ class FakeDynamoDB:
         return table
 
     def _pause(self) -> None:
-        if self.latency:
+        if self.latency and not getattr(self._inline, "active", False):
             time.sleep(self.latency)
+
+    def call_inline(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``method`` on this thread without the modelled round trip (the caller awaits it)."""
+        self._inline.active = True
+        try:
+            result: dict[str, Any] = getattr(self, method)(**params)
+        finally:
+            self._inline.active = False
+        return result
 
     @staticmethod
     def _check_refs(operation: str, arguments: dict[str, Any], parsed: Iterable[_Parsed]) -> None:
@@ -1255,3 +1265,28 @@ def tollgate_tables(client: FakeDynamoDB, names: dict[str, str]) -> None:
             schema.sort_key,
             [(index.name, index.partition_key, index.sort_key) for index in schema.indexes],
         )
+
+
+class InlineTransport:
+    """The ledger's hot-path transport (``tollgate.store.dynamo_http.DynamoTransport``) over the fake,
+    called on the event loop: what remains is Tollgate's own cost. The round trip the fake models
+    with ``latency`` is awaited here, not slept, as a real network call would be.
+
+    The transport's own cost in production (SigV4 + JSON + an aiohttp POST) is measured apart, by
+    ``bench/transport_cost.py``."""
+
+    def __init__(self, fake: FakeDynamoDB) -> None:
+        self._fake = fake
+        self._latency = fake.latency
+
+    async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        from tollgate.store.dynamo_http import snake_case
+
+        if self._latency:
+            await asyncio.sleep(self._latency)
+        return self._fake.call_inline(snake_case(operation), params)
+
+    async def close(self) -> None:
+        return None

@@ -75,7 +75,7 @@ def build_services(upstream: str, *, ddb_latency: float = 0.0, sink_limit: int |
     """``Services`` over the fakes, configured for the benchmark. Returns it with ``.bench_fakes``."""
     for name, value in bench_environment().items():
         os.environ.setdefault(name, value)
-    from bench.fake_dynamo import FakeDynamoDB, tollgate_sinks, tollgate_tables
+    from bench.fake_dynamo import FakeDynamoDB, InlineTransport, tollgate_sinks, tollgate_tables
     from bench.fake_secrets import FakeSecretsManager
     from tollgate.container import Services
     from tollgate.settings import Settings, get_settings
@@ -91,6 +91,7 @@ def build_services(upstream: str, *, ddb_latency: float = 0.0, sink_limit: int |
         {settings.pepper_secret: secrets.token_urlsafe(32), settings.admin_key_secret: topology.ADMIN_KEY}
     )
     services.dynamodb = dynamodb  # the cached_property's slot: Services never builds a real client
+    services.ledger_transport = InlineTransport(dynamodb)  # the hot path's two writes, on the loop
     services.secrets = SecretStore(
         secretsmanager,  # type: ignore[arg-type]
         pepper_secret=settings.pepper_secret,

@@ -33,6 +33,7 @@ def bench_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("TOLLGATE_ENABLE_FAKE_PROVIDER", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    monkeypatch.setenv("TOLLGATE_LEDGER_TRANSPORT", "boto")  # every call through the recorded client
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

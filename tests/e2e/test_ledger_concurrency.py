@@ -94,12 +94,33 @@ def test_concurrent_requests_cannot_overdraw(credit_server: LiveServer, upstream
     with httpx.Client(
         base_url=credit_server.base_url, timeout=60, limits=httpx.Limits(max_connections=200)
     ) as http:
-        responses = fire(
-            200,
-            lambda _: http.post(
-                "/v1/chat/completions", json=REQUEST, headers={"Authorization": f"Bearer {key}"}
-            ),
+        # Warm the process's caches (this key; the route, provider and prices, through another
+        # tenant's request), so the 200 requests reach admission together instead of trickling
+        # through a cold cache's lookups: otherwise the first ones settle while later ones still
+        # arrive, and the test no longer exercises the worst case it is about.
+        assert http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        warm = new_tenant(admin, "overdraw-warmup")
+        assert admin.post(
+            "/tenants/overdraw-warmup/credits", json={"amount": str(worst), "idempotency_key": "w"}
+        ).is_success
+        assert (
+            http.post(
+                "/v1/chat/completions", json=REQUEST, headers={"Authorization": f"Bearer {warm}"}
+            ).status_code
+            == 200
         )
+        # Admitted requests then wait upstream long enough for every hold to be tried first, even
+        # on a loaded machine (200 holds through local mode's one-at-a-time moto take seconds).
+        upstream.script = UpstreamScript(reply="ok", latency=10.0)
+        try:
+            responses = fire(
+                200,
+                lambda _: http.post(
+                    "/v1/chat/completions", json=REQUEST, headers={"Authorization": f"Bearer {key}"}
+                ),
+            )
+        finally:
+            upstream.script = UpstreamScript(reply="ok", latency=3.0)
 
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 402}

@@ -112,7 +112,7 @@ FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "after the upstream 200": lambda mp: crash_in(
         mp, __import__("tollgate.metering").metering.Meter, "quote"
     ),
-    "before the settle": lambda mp: crash_in(mp, DynamoLedger, "settle"),
+    "before the settle": lambda mp: crash_in(mp, DynamoLedger, "settle_async"),  # the request's own
 }
 
 
@@ -160,19 +160,18 @@ def test_the_sweeper_leaves_live_holds_alone(ready, monkeypatch):
 def test_a_slow_process_and_the_sweeper_never_both_settle(ready, monkeypatch):
     """The sweeper settles a hold while its process is still running; the process's own settle
     then finds nothing to settle."""
-    original_settle = DynamoLedger.settle
+    original_settle = DynamoLedger.settle_async
     outcomes: list[bool] = []
 
-    def sweep_first(ledger: DynamoLedger, settlement) -> bool:  # type: ignore[no-untyped-def]
-        if settlement.usage.request_id == "req-race":  # the process's own settle, not the sweeper's
-            monkeypatch.setattr(DynamoLedger, "settle", original_settle)
-            swept = ready.billing.sweep(now_ms=FAR_FUTURE_MS)
-            assert swept["holds_settled"] == 1
-        outcome = original_settle(ledger, settlement)
+    async def sweep_first(ledger: DynamoLedger, settlement) -> bool:  # type: ignore[no-untyped-def]
+        # The process's own settlement (the request path's async one); the sweeper settles first.
+        swept = ready.billing.sweep(now_ms=FAR_FUTURE_MS)
+        assert swept["holds_settled"] == 1
+        outcome = await original_settle(ledger, settlement)
         outcomes.append(outcome)
         return outcome
 
-    monkeypatch.setattr(DynamoLedger, "settle", sweep_first)
+    monkeypatch.setattr(DynamoLedger, "settle_async", sweep_first)
     asyncio.run(run_request(ready, chat(stream=False), "req-race"))
     monkeypatch.undo()
 

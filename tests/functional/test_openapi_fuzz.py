@@ -92,6 +92,7 @@ def deployment() -> Iterator[dict[str, Any]]:
         for name, value in resources.environment().items():
             env.setenv(name, value)
         env.setenv("TOLLGATE_ENABLE_FAKE_PROVIDER", "true")
+        env.setenv("TOLLGATE_LEDGER_TRANSPORT", "boto")  # in-process moto intercepts botocore only
         services = Services(Settings())  # type: ignore[call-arg]
         from tollgate.admin.schemas import KeyIn, TenantIn
 

@@ -327,7 +327,7 @@ class Billing:
         available: int | None = None
         try:
             for account in accounts:
-                left = await asyncio.to_thread(self._ledger.hold_account, account, hold, now_ms=created_at_ms)
+                left = await self._ledger.hold_account_async(account, hold, now_ms=created_at_ms)
                 held.append(account)
                 if account.kind == "credits":
                     available = left
@@ -386,7 +386,7 @@ class Billing:
             entry=self.credits and hold is not None,
             idempotency_response=response if record.status == 200 else None,
         )
-        settled = await asyncio.to_thread(self._ledger.settle, settlement)
+        settled = await self._ledger.settle_async(settlement)
         if not settled:
             logger.warning(
                 "settlement found the request already settled", extra={"request_id": record.request_id}

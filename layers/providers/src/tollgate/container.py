@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from tollgate.store.analytics import DynamoAnalytics
     from tollgate.store.audit import DynamoAuditLog
     from tollgate.store.catalog import DynamoCatalog
+    from tollgate.store.dynamo_http import DynamoTransport
     from tollgate.store.ledger import DynamoLedger
     from tollgate.store.secrets import SecretStore
     from tollgate.store.usage import DynamoUsageLog
@@ -93,7 +94,18 @@ class Services:
             self.settings.ledger_table,
             usage_table=self.settings.usage_table,
             usage_retention_days=self.settings.usage_retention_days,
+            transport=self.ledger_transport,
         )
+
+    @cached_property
+    def ledger_transport(self) -> DynamoTransport:
+        """The ledger's hot path to DynamoDB (``store.dynamo_http``): the same endpoint, region and
+        credential chain as ``dynamodb``, without botocore's per-call cost or a thread hop."""
+        from tollgate.store.dynamo_http import HttpDynamo, ThreadedDynamo
+
+        if self.settings.ledger_transport == "boto":
+            return ThreadedDynamo(self.dynamodb)
+        return HttpDynamo(self.dynamodb, _boto_session())
 
     @cached_property
     def analytics(self) -> DynamoAnalytics:
@@ -224,3 +236,5 @@ class Services:
     async def aclose(self) -> None:
         if "http" in self.__dict__:
             await self.http.close()
+        if "ledger_transport" in self.__dict__:
+            await self.ledger_transport.close()

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default=30, ge=1, le=60, description="How long keys, routes and secrets are cached (revocation bound)"
     )
     usage_retention_days: int = Field(default=90, ge=1, description="TTL of raw usage records")
+    ledger_transport: Literal["http", "boto"] = Field(
+        default="http",
+        description="How the ledger's two hot-path writes reach DynamoDB: its JSON API on the event loop "
+        "(http), or boto3 in a worker thread (boto: for in-process moto in tests)",
+    )
     rollup_lateness_minutes: int = Field(
         default=60,
         ge=30,

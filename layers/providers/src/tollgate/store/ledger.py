@@ -11,12 +11,17 @@ Lambdas:
   settlement of the same request (a retry, or the sweeper racing a slow process) fails that
   condition and changes nothing.
 
+Those two are the request's hot path and have ``async`` forms (``hold_account_async``,
+``settle_async``) that go through a ``DynamoTransport`` (``store.dynamo_http``: DynamoDB's JSON API
+on the event loop, or boto3 in a thread); the same pure builders make both forms' parameters.
+
 Amounts are integer micro-units (``tollgate.money``). The conditions use no arithmetic, which
 DynamoDB does not allow: budget accounts keep a running ``remaining`` for that reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import time
@@ -32,6 +37,7 @@ from tollgate.errors import (
     ServiceUnavailableError,
 )
 from tollgate.store.dynamo import from_item, to_attribute, to_item
+from tollgate.store.dynamo_http import DynamoTransport, ThreadedDynamo
 from tollgate.store.records import UsageRecord
 from tollgate.store.schema import LEDGER
 from tollgate.store.usage import usage_item
@@ -198,12 +204,19 @@ def _s(value: str) -> dict[str, str]:
 
 
 class DynamoLedger:
-    """Blocking (boto3): call it off the event loop."""
+    """Blocking (boto3): call it off the event loop, except the ``*_async`` methods, which run on it."""
 
     def __init__(
-        self, client: DynamoDBClient, table: str, *, usage_table: str, usage_retention_days: int
+        self,
+        client: DynamoDBClient,
+        table: str,
+        *,
+        usage_table: str,
+        usage_retention_days: int,
+        transport: DynamoTransport | None = None,
     ) -> None:
         self._client = client
+        self._transport = transport or ThreadedDynamo(client)
         self._table = table
         self._usage_table = usage_table
         self._usage_retention_seconds = usage_retention_days * 86_400
@@ -218,19 +231,37 @@ class DynamoLedger:
             headers={"Retry-After": "1"},
         )
 
+    def _translate(self, error: Exception) -> Exception:
+        """What a failed call raises: condition failures and validation errors as they are (the
+        callers decide), anything else (throttling, a missing table, the network) as a 503."""
+        exceptions = self._client.exceptions
+        if isinstance(
+            error, exceptions.ConditionalCheckFailedException | exceptions.TransactionCanceledException
+        ):
+            return error
+        if _is_client_error(error, {"ValidationException"}) and not isinstance(
+            error, exceptions.ResourceNotFoundException
+        ):
+            return error
+        return self._unavailable(error)
+
     def _call(self, operation: str, **arguments: Any) -> Any:
         try:
             return getattr(self._client, operation)(**arguments)
-        except self._client.exceptions.ConditionalCheckFailedException:
-            raise
-        except self._client.exceptions.TransactionCanceledException:
-            raise
-        except self._client.exceptions.ResourceNotFoundException as error:
-            raise self._unavailable(error) from error
         except Exception as error:
-            if _is_client_error(error, {"ValidationException"}):
+            problem = self._translate(error)
+            if problem is error:
                 raise
-            raise self._unavailable(error) from error
+            raise problem from error
+
+    async def _call_async(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._transport.call(operation, params)
+        except Exception as error:
+            problem = self._translate(error)
+            if problem is error:
+                raise
+            raise problem from error
 
     # -- admission ---------------------------------------------------------------------------------
 
@@ -239,6 +270,23 @@ class DynamoLedger:
 
         Raises ``InsufficientCreditsError`` (credits) or ``RateLimitError`` (budget).
         """
+        params = self._hold_params(account, hold, now_ms=now_ms)
+        try:
+            response = self._call("update_item", **params)
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            return self._hold_refused(error, account, hold)
+        return _credits_left(response)
+
+    async def hold_account_async(self, account: AccountRef, hold: Hold, *, now_ms: int) -> int | None:
+        """``hold_account`` on the event loop, through the transport."""
+        params = self._hold_params(account, hold, now_ms=now_ms)
+        try:
+            response = await self._call_async("UpdateItem", params)
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            return self._hold_refused(error, account, hold)
+        return _credits_left(response)
+
+    def _hold_params(self, account: AccountRef, hold: Hold, *, now_ms: int) -> dict[str, Any]:
         amount = hold.amount_micros
         names = {"#h": hold.attribute}
         values: dict[str, Any] = {
@@ -265,30 +313,27 @@ class DynamoLedger:
                 ":shard": _s(account_shard(account.pk)),
                 ":exp": _n(account.period_end + BUDGET_RETENTION_SECONDS),
             }
-        try:
-            response = self._call(
-                "update_item",
-                TableName=self._table,
-                Key={"pk": _s(account.pk), "sk": _s(account.sk)},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="UPDATED_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except self._client.exceptions.ConditionalCheckFailedException as error:
-            old = from_item(getattr(error, "response", {}).get("Item") or {})
-            if hold.attribute in old:
-                return old.get("available")  # this request already holds here: a retry, not a second hold
-            if account.kind == "credits":
-                raise InsufficientCreditsError(
-                    "You don't have enough credits for this request. Add credits or lower max_tokens."
-                ) from None
-            raise _budget_exceeded(account) from None
-        attributes = from_item(response.get("Attributes", {}))
-        available = attributes.get("available")
-        return available if isinstance(available, int) else None
+        return {
+            "TableName": self._table,
+            "Key": {"pk": _s(account.pk), "sk": _s(account.sk)},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "UPDATED_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    @staticmethod
+    def _hold_refused(error: Exception, account: AccountRef, hold: Hold) -> int | None:
+        old = from_item(getattr(error, "response", {}).get("Item") or {})
+        if hold.attribute in old:
+            return old.get("available")  # this request already holds here: a retry, not a second hold
+        if account.kind == "credits":
+            raise InsufficientCreditsError(
+                "You don't have enough credits for this request. Add credits or lower max_tokens."
+            ) from None
+        raise _budget_exceeded(account) from None
 
     def release_account(self, account: AccountRef, hold: Hold) -> None:
         """Undoes one hold of a request that was refused before it ran (no entry, no usage)."""
@@ -431,6 +476,13 @@ class DynamoLedger:
 
         Returns False when the request was already settled (nothing is written twice).
         """
+        return self._settle_items(self._settlement_items(settlement))
+
+    async def settle_async(self, settlement: Settlement) -> bool:
+        """``settle`` on the event loop, through the transport."""
+        return await self._settle_items_async(self._settlement_items(settlement))
+
+    def _settlement_items(self, settlement: Settlement) -> list[dict[str, Any]]:
         hold, usage = settlement.hold, settlement.usage
         items: list[dict[str, Any]] = []
         if hold is not None:
@@ -476,7 +528,7 @@ class DynamoLedger:
         )
         if hold is not None and hold.idempotency is not None:
             items.append(self._idempotency_outcome(hold, settlement))
-        return self._settle_items(items)
+        return items
 
     def _idempotency_outcome(self, hold: Hold, settlement: Settlement) -> dict[str, Any]:
         key = {"pk": _s(f"TENANT#{hold.tenant_id}"), "sk": _s(f"IDEM#{hold.idempotency}")}
@@ -536,6 +588,28 @@ class DynamoLedger:
                     return False  # already settled (or swept): nothing is written twice
                 if "TransactionConflict" in reasons and attempt + 1 < retries:
                     time.sleep(random.uniform(0.005, 0.02) * (2**attempt))  # noqa: S311 - jitter, not crypto
+                    continue
+                raise self._unavailable(error) from error
+        return False
+
+    async def _settle_items_async(self, items: list[dict[str, Any]]) -> bool:
+        """``_settle_items`` through the transport (same outcomes, same conflict retries)."""
+        if len(items) == 1 and "Put" in items[0]:
+            try:
+                await self._call_async("PutItem", items[0]["Put"])
+            except self._client.exceptions.ConditionalCheckFailedException:
+                return False
+            return True
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                await self._call_async("TransactWriteItems", {"TransactItems": items})
+                return True
+            except self._client.exceptions.TransactionCanceledException as error:
+                reasons = _reasons(error)
+                if "ConditionalCheckFailed" in reasons:
+                    return False  # already settled (or swept): nothing is written twice
+                if "TransactionConflict" in reasons and attempt + 1 < _CONFLICT_RETRIES:
+                    await asyncio.sleep(random.uniform(0.005, 0.02) * (2**attempt))  # noqa: S311 - jitter
                     continue
                 raise self._unavailable(error) from error
         return False
@@ -798,6 +872,11 @@ def _entry_from(item: dict[str, Any]) -> Entry:
         note=item.get("note"),
         actor=item.get("actor"),
     )
+
+
+def _credits_left(response: dict[str, Any]) -> int | None:
+    available = from_item(response.get("Attributes", {})).get("available")
+    return available if isinstance(available, int) else None
 
 
 def _reasons(error: Exception) -> list[str]:
