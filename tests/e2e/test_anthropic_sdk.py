@@ -239,3 +239,18 @@ def test_openai_sdk_gets_tool_calls_and_json_mode_from_anthropic(
 
     assert json.loads(answered.choices[0].message.content or "") == {"city": "Rome", "degrees": 21}
     assert answered.choices[0].finish_reason == "stop"
+
+
+def test_openai_sdk_embeddings_and_images_on_anthropic_are_a_clean_400(
+    live_server: LiveServer, key: str, upstream: AnthropicUpstream
+) -> None:
+    client = openai.OpenAI(base_url=f"{live_server.base_url}/v1", api_key=key, max_retries=0)
+    before = len(upstream.requests)
+
+    with pytest.raises(openai.BadRequestError) as no_embeddings:
+        client.embeddings.create(model=MODEL, input="hello")
+    with pytest.raises(openai.BadRequestError) as no_images:
+        client.images.generate(model=MODEL, prompt="a red fox")
+
+    assert no_embeddings.value.code == no_images.value.code == "unsupported_model"
+    assert len(upstream.requests) == before  # refused before any call to Anthropic

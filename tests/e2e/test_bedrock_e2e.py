@@ -1,5 +1,6 @@
 """Acceptance: a Bedrock provider registered through the admin API of a live local Tollgate, its
-endpoint a fake Bedrock Runtime on loopback, used through the official ``openai`` SDK.
+endpoint a fake Bedrock Runtime on loopback, used through the official ``openai`` SDK (chat,
+streams, embeddings, images) and ``anthropic`` SDK (messages, streams).
 
 The live server runs moto with ``AWS_ENDPOINT_URL`` set for every AWS client; the provider's own
 ``base_url`` has to win over it for ``bedrock-runtime``. Its dummy credentials sign the requests.
@@ -12,6 +13,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -169,3 +171,31 @@ def test_what_bedrock_cannot_do_is_a_clean_400(sdk: openai.OpenAI, bedrock: Bedr
 
     assert refused.value.code == "unsupported_image_url"
     assert len(bedrock.requests) == before  # refused before any call to Bedrock
+
+
+def test_anthropic_sdk_messages_and_stream(
+    live_server: LiveServer, sdk: openai.OpenAI, bedrock: BedrockUpstream
+) -> None:
+    claude = anthropic.Anthropic(
+        base_url=live_server.base_url, api_key=issue_key(live_server, "bedrock"), max_retries=0
+    )
+
+    message = claude.messages.create(
+        model=CHAT, max_tokens=64, system="Be brief.", messages=[{"role": "user", "content": "Say hello"}]
+    )
+    sent = bedrock.requests[-1]
+    with claude.messages.stream(
+        model=CHAT, max_tokens=64, messages=[{"role": "user", "content": "Stream please"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+
+    assert message.content[0].type == "text" and message.content[0].text == REPLY
+    assert message.stop_reason == "end_turn"
+    # The fake Bedrock's own counts: 2 system + 2 user words + 5 for the message; 5 words of reply.
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (9, 5)
+    assert (sent.operation, sent.json["system"]) == ("converse", [{"text": "Be brief."}])
+    assert text == REPLY
+    assert final.stop_reason == "end_turn"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (7, 5)
+    assert bedrock.requests[-1].operation == "converse-stream"

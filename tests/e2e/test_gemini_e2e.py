@@ -1,6 +1,7 @@
 """Acceptance: a Gemini API on loopback, registered through the admin API as a ``gemini`` provider
-and used through the official ``openai`` SDK for chat, streams, tools, embeddings and images; its
-credential never shows up anywhere it should not."""
+and used through the official ``openai`` SDK for chat, streams, tools, embeddings and images, and
+the ``anthropic`` SDK for messages and streams; its credential never shows up anywhere it should
+not."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -212,6 +214,37 @@ def test_upstream_errors_reach_the_sdk_cleanly(
     assert (bad_key.status_code, bad_key.code) == (502, "upstream_auth_failed")
     assert blocked.code == "content_filter"
     assert limited.response.headers["Retry-After"] == "21"
+
+
+def test_anthropic_sdk_messages_and_stream(
+    live_server: LiveServer, sdk: openai.OpenAI, upstream: GeminiUpstream, responses_seen: list[str]
+) -> None:
+    claude = anthropic.Anthropic(
+        base_url=live_server.base_url, api_key=issue_key(live_server, "gemini"), max_retries=0
+    )
+
+    message = claude.messages.create(
+        model="gem/gemini-x",
+        max_tokens=64,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "hello there"}],
+    )
+    with claude.messages.stream(
+        model="gem/gemini-x", max_tokens=64, messages=[{"role": "user", "content": "stream please"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    responses_seen.extend([message.model_dump_json(), final.model_dump_json()])
+
+    assert message.content[0].type == "text" and message.content[0].text == REPLY
+    assert message.stop_reason == "end_turn"
+    # The loopback API's own counts: (3 + 2) + (3 + 2) prompt tokens, 3 reply words.
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (10, 3)
+    assert text == REPLY
+    assert final.stop_reason == "end_turn"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (5, 3)
+    assert upstream.requests[-1].query == {"alt": "sse"}
+    assert upstream.requests[-2].json["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
 
 
 def test_canary_appears_in_no_response_and_no_log(live_server: LiveServer, responses_seen: list[str]) -> None:

@@ -1,5 +1,6 @@
 """Acceptance: an OpenAI-compatible upstream on loopback, registered through the admin API and
-used through the official SDK; its credential never shows up anywhere it should not."""
+used through the official ``openai`` SDK (chat, streams, embeddings, images) and ``anthropic`` SDK
+(messages, streams); its credential never shows up anywhere it should not."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import secrets
 from collections.abc import Iterator
 
+import anthropic
 import boto3
 import httpx
 import openai
@@ -112,6 +114,81 @@ def test_provider_views_are_masked(admin: httpx.Client, responses_seen) -> None:
 
     assert one.json()["has_api_key"] is True
     assert one.json()["api_key_hint"] == f"sk-...{CANARY[-4:]}"
+
+
+def test_embeddings_through_the_upstream(
+    sdk: openai.OpenAI, upstream: OpenAIUpstream, responses_seen
+) -> None:
+    # The SDK asks for base64 unless told otherwise; the upstream answers floats, which it takes too.
+    result = sdk.embeddings.create(
+        model="loopback/text-embedding-loopback", input=["two words", "three more words"], dimensions=4
+    )
+    responses_seen.append(result.model_dump_json())
+
+    assert [item.index for item in result.data] == [0, 1]
+    assert [len(item.embedding) for item in result.data] == [4, 4]
+    assert result.data[0].embedding != result.data[1].embedding
+    assert result.model == "loopback/text-embedding-loopback"
+    assert (result.usage.prompt_tokens, result.usage.total_tokens) == (5, 5)  # the upstream's count
+    sent = upstream.requests[-1]
+    assert (sent.path, sent.json["model"], sent.json["dimensions"]) == (
+        "/v1/embeddings",
+        "text-embedding-loopback",
+        4,
+    )
+
+
+def test_images_through_the_upstream(sdk: openai.OpenAI, upstream: OpenAIUpstream, responses_seen) -> None:
+    images = sdk.images.generate(model="loopback/gpt-image-1", prompt="a red fox", n=2)
+    responses_seen.append(images.model_dump_json())
+
+    assert images.data is not None
+    assert [image.url for image in images.data] == [
+        "https://images.loopback.test/0.png",
+        "https://images.loopback.test/1.png",
+    ]
+    sent = upstream.requests[-1]
+    assert (sent.path, sent.json["model"], sent.json["n"]) == ("/v1/images/generations", "gpt-image-1", 2)
+
+
+@pytest.fixture(scope="module")
+def claude(live_server: LiveServer, sdk: openai.OpenAI) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=live_server.base_url, api_key=issue_key(live_server, "up"), max_retries=0
+    )
+
+
+def test_anthropic_sdk_messages_through_the_upstream(
+    claude: anthropic.Anthropic, upstream: OpenAIUpstream, responses_seen
+) -> None:
+    message = claude.messages.create(
+        model="team/chat", max_tokens=64, system="Be brief.", messages=[{"role": "user", "content": "hello"}]
+    )
+    responses_seen.append(message.model_dump_json())
+
+    assert message.content[0].type == "text" and message.content[0].text == "Hi from upstream"
+    assert message.stop_reason == "end_turn"
+    # The upstream's own counts: (2 + 5) for the system message, (1 + 5) for the user's; 3 words.
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (13, 3)
+    sent = upstream.requests[-1].json
+    assert sent["model"] == "gpt-loopback"
+    assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+
+
+def test_anthropic_sdk_stream_through_the_upstream(
+    claude: anthropic.Anthropic, upstream: OpenAIUpstream, responses_seen
+) -> None:
+    with claude.messages.stream(
+        model="team/chat", max_tokens=64, messages=[{"role": "user", "content": "stream me"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    responses_seen.append(final.model_dump_json())
+
+    assert text == "Hi from upstream"
+    assert final.stop_reason == "end_turn"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (7, 3)
+    assert upstream.requests[-1].json["stream"] is True
 
 
 def test_canary_appears_nowhere_but_secrets_manager(

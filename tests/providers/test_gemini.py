@@ -1546,16 +1546,6 @@ async def test_an_unknown_model_is_a_404_with_geminis_message() -> None:
 
 
 @async_test
-async def test_a_rate_limit_carries_the_retry_delay() -> None:
-    async with rig(GeminiScript(fail_status=429)) as r:
-        with pytest.raises(RateLimitError) as failure:
-            await r.collect()
-
-        assert failure.value.retry_after == 21
-        assert failure.value.headers == {"Retry-After": "21"}
-
-
-@async_test
 async def test_upstream_5xx_is_a_502() -> None:
     async with rig(GeminiScript(fail_status=503)) as r:
         with pytest.raises(UpstreamError) as failure:
@@ -1581,19 +1571,6 @@ async def test_a_refusal_echoing_the_key_is_redacted() -> None:
 
 
 @async_test
-async def test_a_stalled_stream_times_out_on_the_idle_timeout() -> None:
-    async with rig(GeminiScript(stall_after=2, stall_seconds=5), read_timeout=0.2) as r:
-        started = time.perf_counter()
-        received: list[ChatChunk] = []
-        with pytest.raises(UpstreamTimeoutError) as failure:
-            await r.collect_into(received)
-
-        assert failure.value.status == 504
-        assert content_of(received) == "Hello from"
-        assert time.perf_counter() - started < 2
-
-
-@async_test
 async def test_an_upstream_slower_than_the_idle_timeout_is_a_504() -> None:
     async with rig(GeminiScript(latency=5), read_timeout=0.2) as r:
         started = time.perf_counter()
@@ -1602,17 +1579,6 @@ async def test_an_upstream_slower_than_the_idle_timeout_is_a_504() -> None:
 
         assert (failure.value.status, failure.value.code) == (504, "upstream_timeout")
         assert time.perf_counter() - started < 2
-
-
-@async_test
-async def test_a_connection_dropped_mid_stream_is_an_upstream_error() -> None:
-    async with rig(GeminiScript(drop_after=3)) as r:
-        received: list[ChatChunk] = []
-        with pytest.raises(UpstreamError) as failure:
-            await r.collect_into(received)
-
-        assert (failure.value.status, failure.value.code) == (502, "upstream_disconnected")
-        assert content_of(received) == "Hello from the"
 
 
 @async_test

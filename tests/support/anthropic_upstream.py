@@ -35,19 +35,16 @@ estimator on purpose, so a test can tell provider usage from an estimate:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.support.loopback import LoopbackServer
 from tests.support.openai_upstream import RecordedRequest
 
 __all__ = ["AnthropicScript", "AnthropicUpstream", "RecordedRequest", "ToolUse", "input_tokens"]
@@ -325,8 +322,10 @@ def _validate_block(block: Any, role: str, where: str, answerable: set[str]) -> 
         )
 
 
-class AnthropicUpstream:
+class AnthropicUpstream(LoopbackServer):
     """The fake Anthropic. ``api_key=None`` accepts any caller."""
+
+    thread_name = "anthropic-upstream"
 
     def __init__(
         self,
@@ -336,13 +335,11 @@ class AnthropicUpstream:
         port: int = 0,
         record: bool = True,
     ) -> None:
+        super().__init__(port=port)
         self.api_key = api_key
-        self.port = port
         self.record = record
         self.requests: list[RecordedRequest] = []
         self.script = script or AnthropicScript()
-        self._runner: web.AppRunner | None = None
-        self._closing: asyncio.Event | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -350,55 +347,8 @@ class AnthropicUpstream:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> AnthropicUpstream:
-        self._closing = asyncio.Event()
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._closing is not None:
-            self._closing.set()  # ends stalls and latencies at once
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> AnthropicUpstream:
-        return await self.start()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @classmethod
-    @contextmanager
-    def in_thread(
-        cls,
-        *,
-        api_key: str | None = "sk-ant-upstream-test",
-        script: AnthropicScript | None = None,
-        port: int = 0,
-    ) -> Iterator[AnthropicUpstream]:
-        """The server on its own event loop in a daemon thread, for sync tests."""
-        upstream = cls(api_key=api_key, script=script, port=port)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="anthropic-upstream", daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(upstream.start(), loop).result(timeout=10)
-            yield upstream
-        finally:
-            with suppress(Exception):
-                asyncio.run_coroutine_threadsafe(upstream.close(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
 
     # -- the handler -------------------------------------------------------------------------
 
@@ -612,8 +562,3 @@ class AnthropicUpstream:
             if script.chunk_delay:
                 await self._pause(script.chunk_delay)
         await response.write_eof()
-
-    async def _pause(self, seconds: float) -> None:
-        assert self._closing is not None
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)

@@ -50,17 +50,16 @@ import base64
 import json
 import signal
 import struct
-import threading
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
+
+from tests.support.loopback import LoopbackServer
 
 __all__ = [
     "AWS_ERRORS",
@@ -257,8 +256,11 @@ def _credential(authorization: str) -> tuple[str, str] | None:
     return scope[0], scope[2]
 
 
-class BedrockUpstream:
+class BedrockUpstream(LoopbackServer):
     """The fake Bedrock. ``access_key_id=None`` accepts any SigV4-signed caller."""
+
+    thread_name = "bedrock-upstream"
+    client_max_size = 32 * 1024 * 1024
 
     def __init__(
         self,
@@ -268,15 +270,13 @@ class BedrockUpstream:
         port: int = 0,
         record: bool = True,
     ) -> None:
+        super().__init__(port=port)
         self.access_key_id = access_key_id
-        self.port = port
         self.record = record
         self.script = script or BedrockScript()
         self.requests: list[RecordedRequest] = []
         #: Streams whose client went away before the last frame was written.
         self.abandoned_streams = 0
-        self._runner: web.AppRunner | None = None
-        self._closing: asyncio.Event | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -284,53 +284,10 @@ class BedrockUpstream:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> BedrockUpstream:
-        self._closing = asyncio.Event()
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/model/{model_id}/converse", self._converse)
         app.router.add_post("/model/{model_id}/converse-stream", self._converse_stream)
         app.router.add_post("/model/{model_id}/invoke", self._invoke)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._closing is not None:
-            self._closing.set()  # ends stalls and latencies at once
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> BedrockUpstream:
-        return await self.start()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @classmethod
-    @contextmanager
-    def in_thread(
-        cls, *, access_key_id: str | None = None, script: BedrockScript | None = None, port: int = 0
-    ) -> Iterator[BedrockUpstream]:
-        """The server on its own event loop in a daemon thread, for sync tests."""
-        upstream = cls(access_key_id=access_key_id, script=script, port=port)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="bedrock-upstream", daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(upstream.start(), loop).result(timeout=10)
-            yield upstream
-        finally:
-            with suppress(Exception):
-                asyncio.run_coroutine_threadsafe(upstream.close(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -614,11 +571,6 @@ class BedrockUpstream:
         # A real PNG of the asked size would be large; a tiny one per image keeps tests fast.
         images = [base64.b64encode(tiny_png(2, 2, (i * 40 % 256, 96, 0))).decode() for i in range(count)]
         return self._json({"images": images, "error": None})
-
-    async def _pause(self, seconds: float) -> None:
-        assert self._closing is not None
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
 
 
 # -- CLI: a mock Bedrock for benchmarks ----------------------------------------------------------

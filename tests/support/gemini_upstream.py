@@ -38,22 +38,20 @@ Every stream event carries ``usageMetadata`` with the counts so far; only the la
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import re
 import struct
-import threading
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
+
+from tests.support.loopback import LoopbackServer
 
 __all__ = ["DEFAULT_MODELS", "GeminiScript", "GeminiUpstream", "RecordedRequest", "png"]
 
@@ -280,8 +278,11 @@ def _error_body(status: int, message: str, details: list[dict[str, Any]] | None 
     return {"error": error}
 
 
-class GeminiUpstream:
+class GeminiUpstream(LoopbackServer):
     """The fake API. ``api_key=None`` accepts any caller."""
+
+    thread_name = "gemini-upstream"
+    client_max_size = 32 * 1024 * 1024
 
     def __init__(
         self,
@@ -291,14 +292,12 @@ class GeminiUpstream:
         models: frozenset[str] = DEFAULT_MODELS,
         port: int = 0,
     ) -> None:
+        super().__init__(port=port)
         self.api_key = api_key
         self.models = models
-        self.port = port
         self.script = script or GeminiScript()
         self.requests: list[RecordedRequest] = []
         self._served = 0
-        self._runner: web.AppRunner | None = None
-        self._closing: asyncio.Event | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -307,55 +306,8 @@ class GeminiUpstream:
         """The API root, as Tollgate's ``base_url`` for a Gemini provider (``/v1beta`` is added)."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> GeminiUpstream:
-        self._closing = asyncio.Event()
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1beta/models/{target}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._closing is not None:
-            self._closing.set()  # ends stalls and latencies at once
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> GeminiUpstream:
-        return await self.start()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @classmethod
-    @contextmanager
-    def in_thread(
-        cls,
-        *,
-        api_key: str | None = "AIza-upstream-test",
-        script: GeminiScript | None = None,
-        models: frozenset[str] = DEFAULT_MODELS,
-    ) -> Iterator[GeminiUpstream]:
-        """The server on its own event loop in a daemon thread, for sync tests."""
-        upstream = cls(api_key=api_key, script=script, models=models)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="gemini-upstream", daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(upstream.start(), loop).result(timeout=10)
-            yield upstream
-        finally:
-            with suppress(Exception):
-                asyncio.run_coroutine_threadsafe(upstream.close(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -828,11 +780,6 @@ class GeminiUpstream:
                 for number in range(count)
             ]
         }
-
-    async def _pause(self, seconds: float) -> None:
-        assert self._closing is not None
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
 
 
 def _family(method: str) -> str:

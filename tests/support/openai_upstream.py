@@ -20,11 +20,23 @@ Benchmarks (the mock upstream)::
 It serves ``POST /v1/chat/completions`` (streamed or not), ``POST /v1/embeddings``,
 ``POST /v1/images/generations`` and ``GET /v1/models``.
 
+It is strict where OpenAI is: roles are checked, content parts must be ``text``, ``image_url``
+(an ``http(s)`` or ``data:image/`` URL), ``input_audio`` or ``file``, and a ``tool`` message must
+answer a ``tool_calls`` id of the assistant message before it (and every such id be answered), as
+OpenAI's 400s say. Scripted ``tool_calls`` are made only when the request offers tools, does not
+say ``tool_choice: "none"`` and does not already end with tool results, as a model would.
+
+``UpstreamScript.transcript`` replays a recorded stream body byte for byte (in small pieces, so
+events split across reads): see tests/providers/transcripts/openai.
+
 Token counts are a pure function of the request and the script, and differ from Tollgate's own
 estimator on purpose, so a test can tell provider usage from an estimate:
 
-* ``prompt_tokens`` = for each message, its number of whitespace-separated words + 5;
-* ``completion_tokens`` = the number of words of the reply (+ those of ``reasoning``).
+* ``prompt_tokens`` = for each message, its number of whitespace-separated words + 5, + 85 per
+  image part (OpenAI's price of a low-detail image);
+* ``completion_tokens`` = the number of words of the reply (+ those of ``reasoning``), + 10 per
+  tool call;
+* ``cached_tokens`` (in ``prompt_tokens_details``) = ``UpstreamScript.cached_tokens``.
 """
 
 from __future__ import annotations
@@ -34,21 +46,24 @@ import asyncio
 import base64
 import json
 import signal
-import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.support.loopback import LoopbackServer
+
 __all__ = ["OpenAIUpstream", "RecordedRequest", "UpstreamScript", "prompt_tokens"]
 
 MESSAGE_OVERHEAD = 5
+IMAGE_TOKENS = 85
+TOOL_CALL_TOKENS = 10
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file"})
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -93,6 +108,15 @@ class UpstreamScript:
     error_after: int | None = None
     #: Seconds between the last event and the end of the HTTP body (the zero-length chunk).
     linger: float = 0.0
+    #: Function calls the model makes, as (name, arguments); the finish reason becomes ``tool_calls``.
+    tool_calls: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    #: Prompt tokens reported as read from the prompt cache.
+    cached_tokens: int = 0
+    #: Serve these bytes as the stream body instead (a recorded transcript), in pieces of this size.
+    transcript: bytes | None = None
+    transcript_piece: int = 17
+    #: After the last event (or the transcript), go silent for ``stall_seconds`` before ending the body.
+    stall_at_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,9 +140,98 @@ def _message_text(message: Any) -> str:
     return ""
 
 
+def _image_parts(message: Any) -> int:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return 0
+    return sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
+
+
 def prompt_tokens(messages: list[Any]) -> int:
-    """The fake vendor's prompt count: words + 5 per message."""
-    return sum(len(_message_text(message).split()) + MESSAGE_OVERHEAD for message in messages)
+    """The fake vendor's prompt count: words + 5 per message, + 85 per image."""
+    return sum(
+        len(_message_text(message).split()) + MESSAGE_OVERHEAD + IMAGE_TOKENS * _image_parts(message)
+        for message in messages
+    )
+
+
+def _message_problem(messages: list[Any]) -> tuple[str, str] | None:
+    """OpenAI's 400 message and param for a conversation it refuses, or None."""
+    unanswered: list[str] = []
+    for position, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        where = f"messages.[{position}]"
+        if role not in _ROLES:
+            return (
+                f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', "
+                "'function', 'tool', and 'developer'.",
+                f"{where}.role",
+            )
+        if role == "tool":
+            if message.get("tool_call_id") not in unanswered:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                    "message with 'tool_calls'.",
+                    f"{where}.role",
+                )
+            unanswered.remove(message["tool_call_id"])
+            continue
+        if unanswered:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding "
+                f"to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                f"{', '.join(unanswered)}",
+                "messages",
+            )
+        if role == "assistant":
+            unanswered = [
+                call["id"]
+                for call in message.get("tool_calls") or ()
+                if isinstance(call, dict) and isinstance(call.get("id"), str)
+            ]
+        content = message.get("content")
+        for index, part in enumerate(content if isinstance(content, list) else ()):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in _PART_TYPES:
+                return (
+                    f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', "
+                    "'input_audio', and 'file'.",
+                    f"messages[{position}].content[{index}].type",
+                )
+            url = (part.get("image_url") or {}).get("url") if kind == "image_url" else None
+            if kind == "image_url" and not (
+                isinstance(url, str) and url.startswith(("http://", "https://", "data:image/"))
+            ):
+                return (
+                    f"Invalid 'messages[{position}].content[{index}].image_url.url'. Expected a valid "
+                    "URL, but got a value with an invalid format.",
+                    f"messages[{position}].content[{index}].image_url.url",
+                )
+    if unanswered:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to "
+            f"each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+            f"{', '.join(unanswered)}",
+            "messages",
+        )
+    return None
+
+
+def _calls_wanted(script: UpstreamScript, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool calls the model makes for ``body``: the scripted ones, when tools are offered and
+    allowed, and the conversation does not already end with their results."""
+    messages = body["messages"]
+    answered = bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
+    if not (script.tool_calls and body.get("tools") and body.get("tool_choice") != "none" and not answered):
+        return []
+    return [
+        {
+            "id": f"call_loopback_{number}",
+            "type": "function",
+            "function": {"name": name, "arguments": _dumps(dict(arguments))},
+        }
+        for number, (name, arguments) in enumerate(script.tool_calls)
+    ]
 
 
 def _words(text: str) -> list[str]:
@@ -145,8 +258,10 @@ _STATUS_ERRORS: dict[int, tuple[str, str, str | None]] = {
 }
 
 
-class OpenAIUpstream:
+class OpenAIUpstream(LoopbackServer):
     """The fake vendor. ``api_key=None`` accepts any caller (like Ollama)."""
+
+    thread_name = "openai-upstream"
 
     def __init__(
         self,
@@ -156,16 +271,14 @@ class OpenAIUpstream:
         port: int = 0,
         record: bool = True,
     ) -> None:
+        super().__init__(port=port)
         self.api_key = api_key
-        self.port = port
         self.record = record
         self.requests: list[RecordedRequest] = []
         self._script = script or UpstreamScript()
         # Frames of the plain stream per (model, include_usage), built once: the benchmark's hot path.
         self._cache: dict[tuple[str, bool], tuple[list[bytes], dict[str, Any]]] = {}
         self._created = int(time.time())
-        self._runner: web.AppRunner | None = None
-        self._closing: asyncio.Event | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -182,54 +295,11 @@ class OpenAIUpstream:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def start(self) -> OpenAIUpstream:
-        self._closing = asyncio.Event()
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/images/generations", self._images)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._closing is not None:
-            self._closing.set()  # ends stalls and latencies at once
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> OpenAIUpstream:
-        return await self.start()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @classmethod
-    @contextmanager
-    def in_thread(
-        cls, *, api_key: str | None = "sk-upstream-test", script: UpstreamScript | None = None, port: int = 0
-    ) -> Iterator[OpenAIUpstream]:
-        """The server on its own event loop in a daemon thread, for sync tests."""
-        upstream = cls(api_key=api_key, script=script, port=port)
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="openai-upstream", daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(upstream.start(), loop).result(timeout=10)
-            yield upstream
-        finally:
-            with suppress(Exception):
-                asyncio.run_coroutine_threadsafe(upstream.close(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -285,13 +355,16 @@ class OpenAIUpstream:
         messages = body["messages"]
         if not isinstance(messages, list):
             return self._error(400, "'messages' must be an array.", None, "messages")
+        if (problem := _message_problem(messages)) is not None:
+            return self._error(400, problem[0], None, problem[1])
         script = self._script
-        usage = self._usage(script, prompt_tokens(messages))
+        calls = _calls_wanted(script, body)
+        usage = self._usage(script, prompt_tokens(messages), len(calls))
         if body.get("stream") is True:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            return await self._stream(request, script, model, include_usage, usage)
-        return self._completion(script, model, usage)
+            return await self._stream(request, script, model, include_usage, usage, calls)
+        return self._completion(script, model, usage, calls)
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         """One deterministic vector per input (``dimensions`` long, 8 by default); one prompt token
@@ -376,21 +449,30 @@ class OpenAIUpstream:
         return self._error(status, message, code, type_=type_, headers=script.fail_headers)
 
     @staticmethod
-    def _usage(script: UpstreamScript, prompt: int) -> dict[str, Any]:
+    def _usage(script: UpstreamScript, prompt: int, calls: int = 0) -> dict[str, Any]:
         reasoning = len(script.reasoning.split()) if script.reasoning else 0
-        completion = len(script.reply.split()) + reasoning
+        completion = len(script.reply.split()) + reasoning + TOOL_CALL_TOKENS * calls
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": min(script.cached_tokens, prompt)},
             "completion_tokens_details": {"reasoning_tokens": reasoning},
         }
 
-    def _completion(self, script: UpstreamScript, model: str, usage: dict[str, Any]) -> web.Response:
-        message: dict[str, Any] = {"role": "assistant", "content": script.reply, "refusal": None}
+    @staticmethod
+    def _finish_reason(script: UpstreamScript, calls: list[dict[str, Any]]) -> str:
+        return "tool_calls" if calls else script.finish_reason
+
+    def _completion(
+        self, script: UpstreamScript, model: str, usage: dict[str, Any], calls: list[dict[str, Any]]
+    ) -> web.Response:
+        content = script.reply if script.reply or not calls else None
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
         if script.reasoning:
             message["reasoning_content"] = script.reasoning
+        if calls:
+            message["tool_calls"] = calls
         completion: dict[str, Any] = {
             "id": "chatcmpl-loopback",
             "object": "chat.completion",
@@ -398,7 +480,12 @@ class OpenAIUpstream:
             "model": model,
             "system_fingerprint": "fp_loopback",
             "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": script.finish_reason}
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self._finish_reason(script, calls),
+                }
             ],
         }
         if not script.omit_usage:
@@ -406,9 +493,9 @@ class OpenAIUpstream:
         return web.Response(body=_dumps(completion).encode(), content_type="application/json")
 
     def _chunk_payloads(
-        self, script: UpstreamScript, model: str, include_usage: bool
+        self, script: UpstreamScript, model: str, include_usage: bool, calls: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The stream's chunks (role, reasoning, content, finish) and their common fields."""
+        """The stream's chunks (role, reasoning, content, tool calls, finish) and their common fields."""
         base = {
             "id": "chatcmpl-loopback",
             "object": "chat.completion.chunk",
@@ -421,8 +508,18 @@ class OpenAIUpstream:
         ]
         if script.reasoning:
             deltas += [({"reasoning_content": word}, None) for word in _words(script.reasoning)]
-        deltas += [({"content": word}, None) for word in _words(script.reply)]
-        deltas.append(({}, script.finish_reason))
+        if script.reply or not calls:
+            deltas += [({"content": word}, None) for word in _words(script.reply)]
+        for index, call in enumerate(calls):
+            # As OpenAI streams them: the id and name first, then the arguments in pieces.
+            opening = {**call, "index": index, "function": {**call["function"], "arguments": ""}}
+            deltas.append(({"tool_calls": [opening]}, None))
+            arguments = call["function"]["arguments"]
+            deltas += [
+                ({"tool_calls": [{"index": index, "function": {"arguments": arguments[i : i + 8]}}]}, None)
+                for i in range(0, len(arguments), 8)
+            ]
+        deltas.append(({}, self._finish_reason(script, calls)))
         payloads = []
         for delta, finish in deltas:
             payload = {
@@ -440,15 +537,22 @@ class OpenAIUpstream:
         return f"data:{data}{end}{end}".encode() if script.no_space else f"data: {data}{end}{end}".encode()
 
     def _events(
-        self, script: UpstreamScript, model: str, include_usage: bool, usage: dict[str, Any]
+        self,
+        script: UpstreamScript,
+        model: str,
+        include_usage: bool,
+        usage: dict[str, Any],
+        calls: list[dict[str, Any]],
     ) -> list[bytes]:
-        plain = not (script.omit_usage or script.usage_on_every_chunk or script.usage_on_finish_chunk)
+        plain = not (
+            script.omit_usage or script.usage_on_every_chunk or script.usage_on_finish_chunk or calls
+        )
         key = (model, include_usage)
         if plain and key in self._cache:
             frames, base = self._cache[key]
             events = list(frames)
         else:
-            payloads, base = self._chunk_payloads(script, model, include_usage)
+            payloads, base = self._chunk_payloads(script, model, include_usage, calls)
             if script.usage_on_every_chunk:
                 generated = 0
                 for payload in payloads:
@@ -464,7 +568,10 @@ class OpenAIUpstream:
             events = [self._frame(script, payload) for payload in payloads]
             if plain:
                 self._cache[key] = (list(events), base)
-        if plain and include_usage:
+        separate_usage = not (
+            script.omit_usage or script.usage_on_every_chunk or script.usage_on_finish_chunk
+        )
+        if separate_usage and include_usage:
             events.append(self._frame(script, {**base, "choices": [], "usage": usage}))
         if not script.omit_done:
             events.append(self._frame(script, "[DONE]"))
@@ -477,12 +584,16 @@ class OpenAIUpstream:
         model: str,
         include_usage: bool,
         usage: dict[str, Any],
+        calls: list[dict[str, Any]],
     ) -> web.StreamResponse:
-        events = self._events(script, model, include_usage, usage)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
+        if script.transcript is not None:
+            await self._replay(response, script)
+            return response
+        events = self._events(script, model, include_usage, usage, calls)
         keepalive = b": keep-alive\r\n\r\n" if script.crlf else b": keep-alive\n\n"
         try:
             if script.keepalive:
@@ -507,6 +618,8 @@ class OpenAIUpstream:
                 if script.keepalive and sent:
                     await response.write(keepalive)
                 await response.write(event)
+            if script.stall_at_end:
+                await self._pause(script.stall_seconds)
             if script.linger:
                 await self._pause(script.linger)
             await response.write_eof()
@@ -514,10 +627,20 @@ class OpenAIUpstream:
             pass  # the client went away (as it does after its idle timeout)
         return response
 
-    async def _pause(self, seconds: float) -> None:
-        assert self._closing is not None
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
+    async def _replay(self, response: web.StreamResponse, script: UpstreamScript) -> None:
+        """Writes a recorded transcript in small pieces, so events split across reads."""
+        assert script.transcript is not None
+        data, size = script.transcript, max(1, script.transcript_piece)
+        try:
+            for offset in range(0, len(data), size):
+                await response.write(data[offset : offset + size])
+                if script.chunk_delay:
+                    await self._pause(script.chunk_delay)
+            if script.stall_at_end:
+                await self._pause(script.stall_seconds)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away (as it does after its idle timeout)
 
 
 # -- CLI: the benchmark's mock upstream --------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 
 from tollgate.errors import (
+    InvalidRequestError,
     RateLimitError,
     TollgateError,
     UpstreamError,
@@ -464,12 +465,24 @@ class OpenAICompatibleProvider:
         return parse_completion(answer, request.model, request, secrets=self._secrets)
 
     async def embed(self, request: EmbeddingRequest, upstream_model: str) -> EmbeddingResult:
+        self._require(Capability.EMBEDDINGS, "embeddings")
         answer = await self._post_json(self._embeddings_url, build_upstream_body(request, upstream_model))
         return parse_embeddings(answer, request.model, request)
 
     async def image(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        self._require(Capability.IMAGES, "image generation")
         answer = await self._post_json(self._images_url, build_upstream_body(request, upstream_model))
         return parse_images(answer)
+
+    def _require(self, capability: Capability, what: str) -> None:
+        """Refuses, before any call, an endpoint the preset's vendor does not serve (DeepSeek has no
+        images, say): a clear 400, as the other adapters give, rather than the vendor's 404."""
+        if capability not in self._capabilities:
+            raise InvalidRequestError(
+                f"The provider '{self._name}' ({self._preset.label}) offers no {what}.",
+                param="model",
+                code="unsupported_model",
+            )
 
     async def _post_json(self, url: str, body: dict[str, Any]) -> Any:
         """POSTs ``body``; the decoded JSON answer of a 2xx, else the translated error."""
