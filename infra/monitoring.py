@@ -13,17 +13,26 @@ Alarms (thresholds in ``AlarmThresholds``):
 * **DynamoDB throttles**: read or write throttle events, one alarm per table;
 * **rollup failures**: the scheduled function's errors, and anything in its dead-letter queue.
 
-Alarms carry no action: subscribe them to whatever pages you (``alarm.add_alarm_action``).
+Every alarm notifies one SNS topic when it goes into ALARM and when it is OK again. The topic is
+TLS-only and encrypted with the stack's customer-managed key, whose policy lets CloudWatch use it:
+CloudWatch cannot publish to a topic under the AWS-managed ``alias/aws/sns`` key, whose policy
+cannot be changed. ``alarm_email`` (the ``alarm_email`` context value) subscribes an address;
+subscribe anything else (a pager, a chat webhook) to the topic (its ARN is a stack output).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -76,11 +85,15 @@ class TollgateMonitoring(Construct):
         tables: TollgateTables,
         rollup: lambda_.IFunction,
         dead_letters: sqs.IQueue,
+        key: kms.IKey,
         thresholds: AlarmThresholds | None = None,
+        alarm_email: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         limits = thresholds or AlarmThresholds()
         self.alarms: dict[str, cloudwatch.Alarm] = {}
+        self.topic = self._alarm_topic(key, alarm_email)
+        self._notify = actions.SnsAction(self.topic)
 
         requests = tollgate_metric(telemetry.REQUESTS)
         api_requests = api.metric_count(period=PERIOD, statistic="Sum")
@@ -276,6 +289,48 @@ class TollgateMonitoring(Construct):
             ),
         )
 
+    def _alarm_topic(self, key: kms.IKey, alarm_email: str | None) -> sns.Topic:
+        """The topic every alarm notifies: KMS-encrypted, TLS only, published to by CloudWatch alone."""
+        stack = Stack.of(self)
+        # CloudWatch encrypts what it publishes with the topic's key; the AWS-managed SNS key cannot allow it.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublishToTheAlarmTopic",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+            )
+        )
+        topic = sns.Topic(
+            self,
+            "Alarms",
+            display_name="Tollgate alarms",
+            master_key=key,
+            enforce_ssl=True,
+        )
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowThisAccountsAlarms",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions={
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                },
+            )
+        )
+        if alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        return topic
+
     def _alarm(
         self,
         construct_id: str,
@@ -286,7 +341,7 @@ class TollgateMonitoring(Construct):
         datapoints: int = 2,
         evaluation_periods: int = 3,
     ) -> None:
-        self.alarms[construct_id] = cloudwatch.Alarm(
+        self.alarms[construct_id] = alarm = cloudwatch.Alarm(
             self,
             construct_id,
             metric=metric,
@@ -297,6 +352,8 @@ class TollgateMonitoring(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description=f"Tollgate: {description}.",
         )
+        alarm.add_alarm_action(self._notify)
+        alarm.add_ok_action(self._notify)
 
 
 def _table_metric(table_name: str, metric_name: str) -> cloudwatch.Metric:

@@ -54,6 +54,9 @@ class TollgateStack(Stack):
             tables=self.tables,
             rollup=functions.rollup.function,
             dead_letters=self.schedule.dead_letters,
+            key=self.secrets.key,
+            # ``cdk deploy -c alarm_email=ops@example.com`` subscribes an address to every alarm.
+            alarm_email=self.node.try_get_context("alarm_email") or None,
         )
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Root URL of the Tollgate API stage")
@@ -76,6 +79,12 @@ class TollgateStack(Stack):
             description="App client for admin sign-in (cognito-idp initiate-auth --client-id)",
         )
         CfnOutput(self, "AdminOidcIssuer", value=self.auth.issuer, description="Issuer of admin ID tokens")
+        CfnOutput(
+            self,
+            "AlarmTopicArn",
+            value=self.monitoring.topic.topic_arn,
+            description="SNS topic every alarm notifies (subscribe a pager or an address to it)",
+        )
         CfnOutput(
             self,
             "AdminKeySecretArn",

@@ -200,6 +200,45 @@ def test_the_answer_comes_from_rollups_not_raw_records(
     assert after_rerun.json()["data"] == before.json()["data"]
 
 
+def test_a_30_day_query_reads_day_buckets_and_never_the_usage_table(client, admin_headers, services):  # type: ignore[no-untyped-def]
+    """Every DynamoDB call the one HTTP call makes, as botocore builds it: queries of day buckets in
+    the analytics table (one per day, or one per tenant), the watermark, and never the usage table."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, params))
+
+    events = services.dynamodb.meta.events
+    for group_by, tenant in (("model", None), ("key", "acme")):
+        calls.clear()
+        events.register("before-parameter-build.dynamodb", record)
+        try:
+            response = client.get(
+                "/admin/v1/analytics",
+                params={**THIRTY_DAYS, "group_by": group_by, **({"tenant_id": tenant} if tenant else {})},
+                headers=admin_headers,
+            )
+        finally:
+            events.unregister("before-parameter-build.dynamodb", record)
+
+        assert response.status_code == 200
+        assert response.json()["data"], group_by
+        tables = {params.get("TableName") for _, params in calls}
+        assert services.settings.usage_table not in tables
+        queries = [params for name, params in calls if name == "Query"]
+        assert {params["TableName"] for params in queries} == {services.settings.analytics_table}
+        bounds = [
+            value["S"]
+            for params in queries
+            for name, value in params["ExpressionAttributeValues"].items()
+            if name in {":p", ":lo", ":hi"}
+        ]
+        assert bounds
+        assert all(bound.startswith("D#") for bound in bounds), "a daily query reads day buckets only"
+        assert len(queries) == (30 if tenant is None else 1)  # one per day, or one per tenant
+        assert {name for name, _ in calls} <= {"Query", "GetItem"}  # GetItem: the rollup watermark
+
+
 def test_pages_join_up_to_the_one_call_answer(client, admin_headers, thirty_days):  # type: ignore[no-untyped-def]
     params = {**THIRTY_DAYS, "group_by": "model", "tenant_id": "acme"}
     whole = client.get("/admin/v1/analytics", params=params, headers=admin_headers).json()["data"]

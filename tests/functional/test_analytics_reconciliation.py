@@ -5,7 +5,8 @@ speak OpenAI's protocol (one of which never reports usage), a failing provider a
 model,
 when 1,000 requests run 8 at a time, streamed and not, some failing and some abandoned mid-stream,
 and the scheduled run (sweeper, then rollup) has run,
-then the three-way reconciliation reports no difference for any tenant or day.
+then the three-way reconciliation reports no difference for any tenant or day, and a rerun of the
+rollup, or two runs at once, change no bucket.
 
 The load drives ``ChatService`` in-process (the same path the HTTP routes take after parsing);
 the reports are read through the admin API.
@@ -17,12 +18,14 @@ import asyncio
 import random
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
+from tests.functional.test_rollup import buckets
 from tests.support.moto_dynamodb import exact_and_fast
 from tests.support.openai_upstream import OpenAIUpstream, UpstreamScript
 from tollgate import chat as chat_module
@@ -173,6 +176,15 @@ def test_a_mixed_load_reconciles_three_ways_with_no_difference(configured, setti
     assert upstream_failures > 20
     assert counts["rollup_records"] == REQUESTS
     assert counts["holds_settled"] == 0  # every request settled itself, disconnects included
+
+    settled = buckets(configured)
+    rerun = configured.rollup.run()
+    with ThreadPoolExecutor(2) as pool:
+        at_once = [future.result() for future in [pool.submit(configured.rollup.run) for _ in range(2)]]
+    for result in (rerun, *at_once):
+        assert result.records == REQUESTS
+        assert (result.hour_buckets_written, result.day_buckets_written) == (0, 0)
+    assert buckets(configured) == settled
 
     with TestClient(local_app(Services(settings))) as client:
         last_day = period_of(time.time_ns() // 1_000_000, "day")

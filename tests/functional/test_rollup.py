@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tollgate.analytics import Bucket, fold
+from tollgate.analytics import Bucket, fold, period_of
 from tollgate.scheduled import run_scheduled
 from tollgate.store.records import UsageRecord
 
@@ -156,6 +156,40 @@ def test_two_runs_at_once_write_the_same_buckets_as_one(services, put):  # type:
     assert_stored_as_folded(services, records)
 
 
+def test_a_slower_run_at_once_never_undoes_a_faster_one(services, put):  # type: ignore[no-untyped-def]
+    """The worst interleaving of two runs at once, made deterministic: run A reads the records,
+    a late record lands, run B reads it and stores its buckets, then A stores what it folded from
+    fewer records. B's buckets stand: a bucket is never replaced by one built from fewer records."""
+    from tollgate.rollup import Rollup
+
+    early = a_mix(60, BASE, DAY)
+    # In a cell and hour that run A folds too: A's bucket of it is B's, less this record.
+    late = early[0].model_copy(update={"request_id": "req-late", "created_at_ms": early[0].created_at_ms + 1})
+    put(early)
+    read_by_a = list(services.usage_log.records_between(BASE, NOW))
+
+    class Snapshot:
+        """The usage table as run A saw it, before the late record landed."""
+
+        def records_between(self, since_ms: int, until_ms: int, **_: Any) -> list[UsageRecord]:
+            return [r for r in read_by_a if since_ms <= r.created_at_ms < until_ms]
+
+    run_a = Rollup(Snapshot(), services.analytics, lateness_ms=HOUR)  # type: ignore[arg-type]
+    put([late])
+    services.rollup.run(NOW, since_ms=BASE)  # run B: it sees the late record
+    after_b = buckets(services)
+
+    slower = run_a.run(NOW, since_ms=BASE)  # run A finishes last, with the older view
+
+    assert slower.records == len(early)
+    assert buckets(services) == after_b
+    assert_stored_as_folded(services, [*early, late])
+    hour = period_of(late.created_at_ms, "hour")
+    assert stored(services, "hour")[hour].requests == 1 + sum(
+        1 for r in early if r.tenant_id == "acme" and period_of(r.created_at_ms, "hour") == hour
+    )
+
+
 def test_late_records_are_picked_up_by_the_next_run(services, put):  # type: ignore[no-untyped-def]
     put([usage("req-early", NOW - 10 * 60_000)])
     services.rollup.run(NOW)
@@ -235,6 +269,61 @@ def test_buckets_outlive_raw_records(services, put):  # type: ignore[no-untyped-
 
     assert rerun.records == 0
     assert buckets(services) == before  # a bucket built from more records is never replaced
+
+
+@pytest.fixture
+def short_retention(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOLLGATE_USAGE_RETENTION_DAYS", "7")
+
+
+def test_raw_records_expire_after_the_configured_retention_and_buckets_never_do(
+    short_retention, services, put
+):  # type: ignore[no-untyped-def]
+    """Raw usage records carry a TTL of ``usage_retention_days`` (here 7) from their arrival; the
+    usage table's TTL attribute is that one, the analytics table has none, and no bucket (nor the
+    watermark) carries an expiry."""
+    from tollgate.store.schema import ANALYTICS, USAGE
+
+    records = a_mix(12, BASE, DAY)
+    put(records)
+    services.rollup.run(NOW)
+    services.rollup.run(NOW, since_ms=BASE)
+    client = services.dynamodb
+
+    raw = client.scan(TableName=services.settings.usage_table)["Items"]
+    rolled = client.scan(TableName=services.settings.analytics_table)["Items"]
+
+    assert services.settings.usage_retention_days == 7
+    assert USAGE.ttl_attribute == "expires_at"
+    assert ANALYTICS.ttl_attribute is None
+    assert len(raw) == len(records)
+    for item in raw:
+        assert int(item["expires_at"]["N"]) == int(item["created_at_ms"]["N"]) // 1000 + 7 * 86_400
+    assert len(rolled) > len(fold(records, "day"))  # hours, days and the watermark
+    assert not any(USAGE.ttl_attribute in item for item in rolled)
+
+
+def test_a_settled_request_gets_the_same_retention(short_retention, credit_mode, services):  # type: ignore[no-untyped-def]
+    """Records written inside the ledger's settlement transaction expire the same way."""
+    from tollgate.admin.schemas import PriceIn, TenantIn
+    from tollgate.keys import Principal
+    from tollgate.schemas.openai import ChatRequest
+
+    services.admin.create_tenant(TenantIn(id="acme", name="Acme"))
+    services.admin.put_price("fake/echo", PriceIn.model_validate({"cost": {"input": "1", "output": "1"}}))
+    request = ChatRequest.model_validate(
+        {"model": "fake/echo", "messages": [{"role": "user", "content": "hi"}]}
+    )
+
+    async def one() -> None:
+        call = await services.chat.begin(Principal("acme", "k1", None), request, "req-settled")
+        await call.complete()
+
+    asyncio.run(one())
+
+    (item,) = services.dynamodb.scan(TableName=services.settings.usage_table)["Items"]
+    assert int(item["charged_micros"]["N"]) > 0  # it went through the ledger
+    assert int(item["expires_at"]["N"]) == int(item["created_at_ms"]["N"]) // 1000 + 7 * 86_400
 
 
 @pytest.fixture

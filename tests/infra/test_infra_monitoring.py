@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk.assertions import Template
 
+from app import STACK_NAME, build_app
 from tollgate import telemetry
 from tollgate.store.records import UsageRecord
 from tollgate.store.schema import ALL_TABLES
@@ -256,6 +260,84 @@ def test_rollup_failures_and_dead_letters_alarm(
     assert (dead["Namespace"], dead["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
     assert dead["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
     assert (dead["Threshold"], dead["EvaluationPeriods"]) == (1, 1)
+
+
+# -- where alarms go -------------------------------------------------------------------------------
+
+
+def test_every_alarm_notifies_the_topic_on_alarm_and_when_ok(
+    alarms: dict[str, dict[str, Any]], synthesized: Synthesized, resources: dict[str, Any]
+) -> None:
+    topic = {"Ref": synthesized.logical_id(synthesized.stack.monitoring.topic)}
+    every_alarm = _of_type(resources, "AWS::CloudWatch::Alarm")
+
+    assert len(every_alarm) == len(alarms)  # no alarm outside the construct's list
+    for name, properties in every_alarm.items():
+        assert properties["Properties"]["AlarmActions"] == [topic], name
+        assert properties["Properties"]["OKActions"] == [topic], name
+
+
+def test_the_alarm_topic_is_encrypted_with_the_stacks_key_which_cloudwatch_may_use(
+    synthesized: Synthesized, resources: dict[str, Any]
+) -> None:
+    key_id = synthesized.logical_id(synthesized.stack.secrets.key)
+    (topic,) = _of_type(resources, "AWS::SNS::Topic").values()
+    key_statements = resources[key_id]["Properties"]["KeyPolicy"]["Statement"]
+
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert {
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Resource": "*",
+        "Sid": "AllowCloudWatchAlarmsToPublishToTheAlarmTopic",
+    } in key_statements
+
+
+def test_the_alarm_topic_takes_tls_only_and_publishes_from_this_accounts_alarms(
+    synthesized: Synthesized, resources: dict[str, Any]
+) -> None:
+    topic = {"Ref": synthesized.logical_id(synthesized.stack.monitoring.topic)}
+    (policy,) = _of_type(resources, "AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+    (allow,) = [s for s in statements if s["Effect"] == "Allow"]
+
+    assert policy["Properties"]["Topics"] == [topic]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert (deny["Action"], deny["Principal"], deny["Resource"]) == ("sns:Publish", "*", topic)
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert (allow["Action"], allow["Resource"]) == ("sns:Publish", topic)
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert ":alarm:*" in _render(allow["Condition"]["ArnLike"]["aws:SourceArn"])
+
+
+def test_the_topic_arn_is_an_output_and_nobody_is_subscribed_by_default(
+    synthesized: Synthesized, resources: dict[str, Any]
+) -> None:
+    outputs = synthesized.template.to_json()["Outputs"]
+
+    assert outputs["AlarmTopicArn"]["Value"] == {
+        "Ref": synthesized.logical_id(synthesized.stack.monitoring.topic)
+    }
+    assert _of_type(resources, "AWS::SNS::Subscription") == {}
+
+
+def test_the_alarm_email_context_value_subscribes_an_address(
+    tmp_path_factory: pytest.TempPathFactory, cdk_context: Callable[..., dict[str, Any]]
+) -> None:
+    context = {**cdk_context(), "alarm_email": "ops@example.com"}
+    app = build_app(cdk.App(context=context, outdir=str(tmp_path_factory.mktemp("cdk.out"))))
+    assembly = app.synth(skip_validation=True)
+    template = Template.from_json(assembly.get_stack_by_name(STACK_NAME).template)
+
+    (subscription,) = template.find_resources("AWS::SNS::Subscription").values()
+    (topic_id,) = template.find_resources("AWS::SNS::Topic")
+    assert subscription["Properties"] == {
+        "Protocol": "email",
+        "TopicArn": {"Ref": topic_id},
+        "Endpoint": "ops@example.com",
+    }
 
 
 # -- the rollup's dead-letter queue ---------------------------------------------------------------

@@ -131,3 +131,26 @@ def test_a_metrics_failure_never_fails_the_request(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(telemetry, "request_metrics", broken)
 
     telemetry.record_request(record())  # does not raise
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_through_the_data_plane_emits_its_line(  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, client, tenant_key, stream: bool
+) -> None:
+    """Not only the function: the settlement every data-plane request ends in emits the line."""
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    capsys.readouterr()
+    body = {"model": "fake/echo", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+
+    response = client.post(
+        "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {tenant_key}"}
+    )
+
+    assert response.status_code == 200
+    lines = [line for line in emitted(capsys) if "_aws" in line]
+    (line,) = lines
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["service"], ["provider"], ["provider", "model"]]
+    assert (line["provider"], line["model"], line["Requests"]) == ("fake", "fake/echo", [1.0])
+    tenant_and_key = {name for name in line if "tenant" in name.lower() or "key" in name.lower()}
+    assert tenant_and_key == set()

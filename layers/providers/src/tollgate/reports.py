@@ -4,7 +4,9 @@
   a 30-day daily query reads 30 day buckets per cell, however many requests they hold, and keeps
   working after the records expire.
 * ``quota`` combines the tenant's ledger account with its burn rate over the last 7 days of
-  hour buckets.
+  hour buckets. In enterprise mode it also reports each budget (the tenant's, and each active
+  key's) in its current UTC period: the budget account's settled spending over the time elapsed
+  in the period is its burn rate, and the remainder at that rate is how long it lasts.
 * ``reconcile`` is the one place that reads raw records: it adds up, per tenant and day, the usage
   records, the ledger's charge entries and the day buckets, and reports every disagreement.
   Records expire after ``usage_retention_days``, so older days cannot be reconciled.
@@ -18,7 +20,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tollgate.analytics import (
@@ -34,11 +36,13 @@ from tollgate.analytics import (
     period_start_ms,
     periods_between,
 )
+from tollgate.billing import budget_account
 from tollgate.errors import InvalidRequestError, NotFoundError
 from tollgate.money import Money
 from tollgate.schemas.analytics import (
     AnalyticsPage,
     AnalyticsRow,
+    BudgetQuotaOut,
     QuotaOut,
     ReconcileReport,
     ReconcileRow,
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from tollgate.store.analytics import DynamoAnalytics
     from tollgate.store.catalog import DynamoCatalog
     from tollgate.store.ledger import DynamoLedger
+    from tollgate.store.records import Budget
     from tollgate.store.usage import DynamoUsageLog
 
 #: The most periods one query may span: a year of days, a month of hours.
@@ -92,7 +97,54 @@ def _decode_cursor(cursor: str, *fields: str) -> dict[str, str]:
 
 
 def _utc(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    """The moment ``epoch_ms``, exact to the millisecond (no float rounding)."""
+    return datetime.fromtimestamp(epoch_ms // 1000, tz=UTC) + timedelta(milliseconds=epoch_ms % 1000)
+
+
+def _budget_period_start(budget: Budget, now: datetime) -> datetime:
+    """The start of the UTC day, ISO week (Monday) or month holding ``now``: the budget's period."""
+    day = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    if budget.period == "day":
+        return day
+    if budget.period == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def budget_quota(
+    budget: Budget, spent_micros: int, *, now_ms: int, key_id: str | None = None
+) -> BudgetQuotaOut:
+    """One budget in the period holding ``now_ms``, given what was spent in it.
+
+    The burn rate is ``spent`` over the time elapsed in the period; ``days_left`` is how long the
+    remainder lasts at that rate, capped at the end of the period (the budget starts over then).
+    """
+    now = _utc(now_ms)
+    account = budget_account("", budget, now)
+    start_ms = int(_budget_period_start(budget, now).timestamp()) * 1000
+    end_ms = account.period_end * 1000
+    elapsed_ms = max(now_ms - start_ms, 1)
+    remaining = max(budget.amount_micros - spent_micros, 0)
+    runs_out_at: datetime | None = None
+    left_ms = end_ms - now_ms
+    if spent_micros > 0:
+        lasts_ms = remaining * elapsed_ms // spent_micros
+        if lasts_ms < left_ms:
+            left_ms, runs_out_at = lasts_ms, _utc(now_ms + lasts_ms)
+    return BudgetQuotaOut(
+        scope="tenant" if key_id is None else "key",
+        key_id=key_id,
+        period=budget.period,
+        period_id=account.sk.rsplit("#", 1)[1],
+        period_start=_utc(start_ms),
+        period_end=_utc(end_ms),
+        limit=str(Money(budget.amount_micros)),
+        spent=str(Money(spent_micros)),
+        remaining=str(Money(remaining)),
+        burn_rate_per_day=str(Money(spent_micros * DAY_MS // elapsed_ms)),
+        days_left=max(left_ms, 0) * 100 // DAY_MS / 100,
+        runs_out_at=runs_out_at,
+    )
 
 
 def timing(bucket: Bucket, *, ttfb: bool) -> TimingOut:
@@ -237,8 +289,10 @@ class AnalyticsService:
     # -- quota -----------------------------------------------------------------------------------
 
     def quota(self, tenant_id: str, *, now_ms: int) -> QuotaOut:
-        """The balance, the burn rate over the last 7 days of rollups, and how long it lasts."""
-        if self._catalog.get_tenant(tenant_id) is None:
+        """The balance, the burn rate over the last 7 days of rollups, and how long it lasts; in
+        enterprise mode, each budget in its current period as well."""
+        tenant = self._catalog.get_tenant(tenant_id)
+        if tenant is None:
             raise NotFoundError(f"No tenant '{tenant_id}'.")
         account = self._ledger.account(tenant_id)
         window_ms = QUOTA_WINDOW_DAYS * DAY_MS
@@ -268,7 +322,36 @@ class AnalyticsService:
             burn_rate_per_day=str(Money(spent // QUOTA_WINDOW_DAYS)),
             days_left=days_left,
             runs_out_at=runs_out_at,
+            budgets=[] if credits else self._budgets(tenant_id, tenant.budget, now_ms=now_ms),
         )
+
+    def _budgets(self, tenant_id: str, budget: Budget | None, *, now_ms: int) -> list[BudgetQuotaOut]:
+        """The tenant's budget, then its usable keys' budgets (by key id), in their current periods."""
+        now = _utc(now_ms)
+        capped: list[tuple[str, str | None, Budget]] = []
+        if budget is not None:
+            capped.append((f"TENANT#{tenant_id}", None, budget))
+        after: str | None = None
+        while True:
+            keys, after = self._catalog.list_keys(tenant_id, limit=500, after=after)
+            capped.extend(
+                (f"KEY#{key.id}", key.id, key.budget)
+                for key in keys
+                if key.budget is not None
+                and key.revoked_at is None
+                and (key.expires_at is None or key.expires_at * 1000 > now_ms)
+            )
+            if after is None:
+                break
+        return [
+            budget_quota(
+                capped_by,
+                self._ledger.budget_spent(budget_account(pk, capped_by, now)),
+                now_ms=now_ms,
+                key_id=key_id,
+            )
+            for pk, key_id, capped_by in capped
+        ]
 
     # -- reconciliation --------------------------------------------------------------------------
 

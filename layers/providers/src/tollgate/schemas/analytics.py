@@ -74,6 +74,25 @@ class AnalyticsPage(Page[AnalyticsRow]):
     )
 
 
+class BudgetQuotaOut(BaseModel):
+    """One enterprise budget in its current UTC period: how much is left, and how long it lasts."""
+
+    scope: Literal["tenant", "key"]
+    key_id: str | None = Field(description="The key this budget caps (scope 'key')")
+    period: Literal["day", "week", "month"]
+    period_id: str = Field(description="The UTC period: 2024-05-01 (day), 2024-W18 (ISO week), 2024-05")
+    period_start: datetime
+    period_end: datetime = Field(description="When the budget starts over")
+    limit: str
+    spent: str = Field(description="Settled spending (at cost) in this period, from the ledger")
+    remaining: str = Field(description="limit - spent; requests in flight hold part of it until they settle")
+    burn_rate_per_day: str = Field(description="spent / the time elapsed in this period")
+    days_left: float = Field(
+        description="How long the remainder lasts at the burn rate, to 0.01 day, at most until period_end"
+    )
+    runs_out_at: datetime | None = Field(description="When it runs out, if before period_end")
+
+
 class QuotaOut(BaseModel):
     tenant_id: str
     currency: str
@@ -87,6 +106,10 @@ class QuotaOut(BaseModel):
         description="available / burn rate, to 0.1 day; null when nothing was spent or not in credit mode"
     )
     runs_out_at: datetime | None
+    budgets: list[BudgetQuotaOut] = Field(
+        default_factory=list,
+        description="Enterprise mode: the tenant's budget and its keys' budgets, in their current periods",
+    )
 
 
 class ReconcileRow(BaseModel):
