@@ -7,7 +7,8 @@
   expires unused starter credits (``Billing.sweep``) and rolls usage up into the analytics table
   (``tollgate.rollup``).
 
-Every function receives the full settings environment (the runtime validates all of it at cold start),
+Every function receives the full settings environment (the runtime validates all of it at cold start;
+an operator's own choices come from ``-c tollgate:<setting>=...``, see ``infra/operator_settings.py``),
 but permissions differ: only ``admin`` can write the catalog, read the admin key or manage provider
 secrets; ``rollup`` touches the ledger, usage and analytics tables only, and no secret at all.
 
@@ -26,6 +27,7 @@ from constructs import Construct
 
 from infra.auth import TollgateAuth
 from infra.nag import acknowledge
+from infra.operator_settings import operator_settings
 from infra.paths import FUNCTIONS_DIR
 from infra.secrets import TollgateSecrets
 from infra.service_function import ServiceFunction, ServiceFunctionProps
@@ -85,7 +87,9 @@ class TollgateFunctions(Construct):
         auth: TollgateAuth,
     ) -> None:
         super().__init__(scope, construct_id)
-        environment = {**POWERTOOLS_ENVIRONMENT, **tables.environment, **secrets.environment}
+        stack_owned = {**tables.environment, **secrets.environment}
+        chosen = operator_settings(self, stack_owned={**stack_owned, **auth.environment})
+        environment = {**POWERTOOLS_ENVIRONMENT, **stack_owned, **chosen}
         web_adapter = lambda_.LayerVersion.from_layer_version_arn(
             self, "WebAdapterLayer", lambda_web_adapter_arn(Stack.of(self))
         )

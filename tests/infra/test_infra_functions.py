@@ -136,3 +136,52 @@ def test_reserved_concurrency_is_left_to_the_account_by_default(function_resourc
     """The rollup too: its sweep is idempotent, so overlapping runs need no reserved concurrency of 1."""
     for name, function in function_resources.items():
         assert "ReservedConcurrentExecutions" not in function["Properties"], name
+
+
+def test_operator_settings_from_context_reach_every_function(cdk_context: Any, tmp_path: Any) -> None:
+    """``cdk deploy -c tollgate:billing_mode=credits ...``: each value on every function, validated."""
+    import aws_cdk as cdk
+
+    from app import STACK_NAME, build_app
+
+    context = {
+        **cdk_context(),
+        "tollgate:billing_mode": "credits",
+        "tollgate:starter_credits": "5",
+        "tollgate:usage_retention_days": 30,
+    }
+    app = build_app(cdk.App(context=context, outdir=str(tmp_path)))
+    template = app.synth(skip_validation=True).get_stack_by_name(STACK_NAME).template
+    functions = [
+        resource
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function" and "TOLLGATE_LEDGER_TABLE" in _env(resource)
+    ]
+
+    assert len(functions) == len(FUNCTIONS)
+    for function in functions:
+        env = _env(function)
+        assert env["TOLLGATE_BILLING_MODE"] == "credits"
+        assert env["TOLLGATE_STARTER_CREDITS"] == "5"
+        assert env["TOLLGATE_USAGE_RETENTION_DAYS"] == "30"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("tollgate:biling_mode", "credits", "no setting 'biling_mode'"),
+        ("tollgate:billing_mode", "free", "billing_mode"),
+        ("tollgate:usage_retention_days", "0", "usage_retention_days"),
+        ("tollgate:ledger_table", "mine", "the stack sets TOLLGATE_LEDGER_TABLE itself"),
+        ("tollgate:oidc_issuer", "https://login.example.com", "the stack sets TOLLGATE_OIDC_ISSUER itself"),
+    ],
+)
+def test_a_bad_operator_setting_fails_the_synth(key: str, value: str, problem: str) -> None:
+    import aws_cdk as cdk
+
+    from infra.operator_settings import OperatorSettingsError, operator_settings
+
+    app = cdk.App(context={key: value})
+    stack_owned = {"TOLLGATE_LEDGER_TABLE": "t", "TOLLGATE_OIDC_ISSUER": "${Token[TOKEN.1]}"}
+    with pytest.raises(OperatorSettingsError, match=problem):
+        operator_settings(app, stack_owned=stack_owned)
