@@ -29,9 +29,10 @@ import json
 import random
 import re
 import uuid
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 _TARGET_PREFIX = "DynamoDB_20120810."
 _CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -99,7 +100,8 @@ class HttpDynamo:
         self._region: str = client.meta.region_name
         self._errors = client.exceptions
         self._boto_session = session
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._max_attempts = max(1, max_attempts)
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -107,11 +109,15 @@ class HttpDynamo:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _http(self) -> aiohttp.ClientSession:
+        import aiohttp  # on first use: the ledger's module is on every function's import path
+
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60, keepalive_timeout=30),
-                timeout=self._timeout,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self._connect_timeout, sock_read=self._read_timeout
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
                 raise_for_status=False,
@@ -137,6 +143,8 @@ class HttpDynamo:
         return dict(request.headers.items())
 
     async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        from aiohttp import ClientError
+
         if operation == "TransactWriteItems" and "ClientRequestToken" not in params:
             params = {**params, "ClientRequestToken": str(uuid.uuid4())}  # one token for every retry
         body = json.dumps(params, separators=(",", ":")).encode()
@@ -148,7 +156,7 @@ class HttpDynamo:
                 ) as response:
                     status = response.status
                     raw = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except (ClientError, TimeoutError):
                 if last:
                     raise
                 await self._backoff(attempt)
