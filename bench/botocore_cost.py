@@ -1,10 +1,19 @@
-"""What the fake DynamoDB leaves out: botocore's own CPU per call on Tollgate's hot path.
+"""What the fake DynamoDB leaves out: the DynamoDB client's own CPU per call on the hot path.
 
 Tollgate's ledger makes the two calls of a credit-mode request (the hold's ``UpdateItem`` and the
-settlement's ``TransactWriteItems``) through a real botocore client whose ``before-send`` hook
-answers at once with a canned response: parameter validation, serialisation, SigV4 signing and
-response parsing all run, the network does not. The same calls on the in-memory fake are timed
-beside it. Prints one JSON line (microseconds per call, median).
+settlement's ``TransactWriteItems``) three ways, each timed per call (median):
+
+* ``botocore``: through a real boto3 client whose ``before-send`` hook answers at once with a
+  canned response (validation, serialisation, SigV4 signing and parsing run; no network). This
+  was the hot path until the ledger got its own transport, and is still the sweeper's path.
+* ``http``: the transport the request path uses (``tollgate.store.dynamo_http.HttpDynamo``: JSON,
+  SigV4, an aiohttp POST) against a loopback endpoint in another process (pinned to the other
+  core) that answers at once; ``cpu_us`` is this process's CPU per call, network syscalls included.
+  The same endpoint is then called through boto3 (``boto3_over_loopback_*``), as the request path
+  did before, for a like-for-like comparison of CPU per call.
+* ``fake``: the in-memory fake the benchmark's server runs on.
+
+Prints one JSON line (microseconds per call).
 
     python -m bench.botocore_cost --calls 2000
 """
@@ -133,13 +142,140 @@ def measure(calls: int) -> dict[str, Any]:
         )
 
     fake = DynamoLedger(fake_client, "bench-ledger", usage_table="bench-usage", usage_retention_days=90)  # type: ignore[arg-type]
-    return {"calls": calls, "botocore": timed(real, lambda: None), "fake": timed(fake, tables)}
+    return {
+        "calls": calls,
+        "botocore": timed(real, lambda: None),
+        "http": timed_http(calls, holds(), settlement, answers),
+        "fake": timed(fake, tables),
+    }
+
+
+def timed_http(
+    calls: int, source: Iterator[Any], settlement: Callable[[Any], Any], answers: dict[str, bytes]
+) -> dict[str, float]:
+    """The hot path's own transport against a loopback endpoint served from another process."""
+    import asyncio
+    import os
+    import socket
+    import subprocess
+
+    import boto3
+
+    from bench import topology
+    from tollgate.store.dynamo_http import HttpDynamo
+    from tollgate.store.ledger import DynamoLedger
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            str(topology.CLIENT_CORE),
+            sys.executable,
+            "-m",
+            "bench.botocore_cost",
+            "--serve",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BENCH_ANSWERS": json.dumps({k: v.decode() for k, v in answers.items()})},
+    )
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # "ready"
+        session = boto3.session.Session(
+            aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1"
+        )
+        client = session.client("dynamodb", endpoint_url=f"http://127.0.0.1:{port}")
+        ledger = DynamoLedger(
+            client,
+            "bench-ledger",
+            usage_table="bench-usage",
+            usage_retention_days=90,
+            transport=HttpDynamo(client, session),
+        )
+
+        async def run() -> dict[str, float]:
+            hold_times, settle_times = [], []
+            for _ in range(20):  # warm: the connection pool, the signer's caches
+                hold = next(source)
+                await ledger.hold_account_async(hold.accounts[0], hold, now_ms=hold.created_at_ms)
+            cpu_started = time.process_time()
+            for _ in range(calls):
+                hold = next(source)
+                started = time.perf_counter()
+                await ledger.hold_account_async(hold.accounts[0], hold, now_ms=hold.created_at_ms)
+                hold_times.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                await ledger.settle_async(settlement(hold))
+                settle_times.append(time.perf_counter() - started)
+            cpu = time.process_time() - cpu_started
+            await ledger._transport.close()
+            return {
+                "hold_update_item_us": statistics.median(hold_times) * 1e6,
+                "settle_transact_write_items_us": statistics.median(settle_times) * 1e6,
+                "cpu_us_per_call": cpu / (2 * calls) * 1e6,
+            }
+
+        measured = asyncio.run(run())
+        # The old path over the same endpoint: boto3 (validation, serialisation, signing, urllib3,
+        # parsing) with its network I/O, from a worker thread as the request path used to call it.
+        threaded = DynamoLedger(client, "bench-ledger", usage_table="bench-usage", usage_retention_days=90)
+        cpu_started = time.process_time()
+        boto_times = []
+        for _ in range(calls):
+            hold = next(source)
+            started = time.perf_counter()
+            threaded.hold_account(hold.accounts[0], hold, now_ms=hold.created_at_ms)
+            threaded.settle(settlement(hold))
+            boto_times.append((time.perf_counter() - started) / 2)
+        measured["boto3_over_loopback_cpu_us_per_call"] = (
+            (time.process_time() - cpu_started) / (2 * calls) * 1e6
+        )
+        measured["boto3_over_loopback_wall_us_per_call"] = statistics.median(boto_times) * 1e6
+        return measured
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def serve(port: int) -> None:
+    """A DynamoDB endpoint that answers every call at once from ``BENCH_ANSWERS``."""
+    import asyncio
+    import os
+
+    from aiohttp import web
+
+    answers = {name: body.encode() for name, body in json.loads(os.environ["BENCH_ANSWERS"]).items()}
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        operation = request.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
+        return web.Response(body=answers.get(operation, b"{}"), content_type="application/x-amz-json-1.0")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
+    if options.serve:
+        serve(options.serve)
+        return 0
     print(json.dumps(measure(options.calls)))
     return 0
 

@@ -488,20 +488,32 @@ def _other_tables(results: dict[str, Any]) -> list[str]:
         lines.append("")
     botocore = results.get("botocore") or {}
     if botocore:
-        real, fake = botocore.get("botocore", {}), botocore.get("fake", {})
+        real, fake, http = botocore.get("botocore", {}), botocore.get("fake", {}), botocore.get("http", {})
         lines += [
-            "## What the fake DynamoDB leaves out: botocore's CPU per call",
+            "## What the fake DynamoDB leaves out: the DynamoDB client's CPU per call",
             "",
-            "Tollgate's ledger making a request's two calls through a real botocore client whose `before-send` hook answers "
-            "at once (validation, serialisation, SigV4 signing and parsing run; no network), beside the same calls on the fake "
-            f"(`bench/botocore_cost.py`, median of {botocore.get('calls')}, core 0). In AWS each call also waits a network round trip.",
+            "The ledger's two calls per request, timed three ways (`bench/botocore_cost.py`, median of "
+            f"{botocore.get('calls')}, core 0): through boto3 whose `before-send` hook answers at once (validation, "
+            "serialisation, signing and parsing; no network), through the transport the request path uses "
+            "(`tollgate.store.dynamo_http`: JSON, SigV4 and an aiohttp POST to a loopback endpoint served from core 1), "
+            "and on the in-memory fake. In AWS each call also waits a network round trip.",
             "",
-            "| Call | botocore | in-memory fake |",
-            "| --- | --- | --- |",
-            f"| hold (`UpdateItem`) | {_f(real.get('hold_update_item_us'), 0, ' µs')} | {_f(fake.get('hold_update_item_us'), 0, ' µs')} |",
-            f"| settle (`TransactWriteItems`) | {_f(real.get('settle_transact_write_items_us'), 0, ' µs')} | {_f(fake.get('settle_transact_write_items_us'), 0, ' µs')} |",
+            "| Call | boto3, no network | JSON over aiohttp, loopback | in-memory fake |",
+            "| --- | --- | --- | --- |",
+            f"| hold (`UpdateItem`) | {_f(real.get('hold_update_item_us'), 0, ' µs')} "
+            f"| {_f(http.get('hold_update_item_us'), 0, ' µs')} | {_f(fake.get('hold_update_item_us'), 0, ' µs')} |",
+            f"| settle (`TransactWriteItems`) | {_f(real.get('settle_transact_write_items_us'), 0, ' µs')} "
+            f"| {_f(http.get('settle_transact_write_items_us'), 0, ' µs')} "
+            f"| {_f(fake.get('settle_transact_write_items_us'), 0, ' µs')} |",
             "",
         ]
+        if http.get("cpu_us_per_call") is not None:
+            lines += [
+                f"Client CPU per call against the same loopback endpoint: **{_f(http.get('cpu_us_per_call'), 0, ' µs')}** "
+                f"through the aiohttp transport, {_f(http.get('boto3_over_loopback_cpu_us_per_call'), 0, ' µs')} through "
+                "boto3 (its network I/O included).",
+                "",
+            ]
     startup = results.get("startup") or {}
     if startup:
         peaks = results.get("rss_peaks_kib") or {}
