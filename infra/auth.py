@@ -1,4 +1,4 @@
-"""Admin sign-in: a Cognito user pool whose ID tokens the admin function accepts (OIDC).
+"""Admin sign-in: a Cognito user pool whose ID and access tokens the admin function accepts (OIDC).
 
 - No self sign-up: an operator creates each admin user and puts it in one group per role
   (``tollgate-owner``, ``tollgate-admin``, ``tollgate-viewer``, ``tollgate-tenant-admin``); a tenant
@@ -7,8 +7,10 @@
 - The app client is public (a CLI has no place to keep a client secret). It may read
   ``custom:tenant_id`` but not write it: a user who could change their own tenant would reach
   another tenant's data.
-- Tokens are short-lived (one hour); the admin function checks issuer, audience (this client), expiry
-  and signature against the pool's JWKS, and maps ``cognito:groups`` to a role.
+- Tokens are short-lived (one hour); the admin function checks issuer, expiry and signature against
+  the pool's JWKS, and that the token is for this client: an ID token by its audience, an access
+  token (which has none) by ``client_id`` and ``token_use``. It maps ``cognito:groups`` to a role.
+  Only ID tokens carry ``custom:tenant_id``, so a tenant admin signs in with its ID token.
 
 Any other OIDC issuer works instead through the ``TOLLGATE_OIDC_*`` settings.
 """
@@ -104,6 +106,7 @@ class TollgateAuth(Construct):
         return {
             "TOLLGATE_OIDC_ISSUER": self.issuer,
             "TOLLGATE_OIDC_AUDIENCE": self.client.user_pool_client_id,
+            "TOLLGATE_OIDC_COGNITO": "true",
             "TOLLGATE_OIDC_GROUPS_CLAIM": GROUPS_CLAIM,
             "TOLLGATE_OIDC_TENANT_CLAIM": TENANT_CLAIM,
             "TOLLGATE_OIDC_ROLE_GROUPS": json.dumps(DEFAULT_ROLE_GROUPS, sort_keys=True),

@@ -72,6 +72,14 @@ def test_tenants_keys_credits_and_usage(live_server: LiveServer, monkeypatch: py
     assert status == 0 and [k["id"] for k in listing["data"]] == [key["id"]]
     status, rotated, _ = tollgate(live_server, "keys", "rotate", key["id"], "--grace-seconds", "60")
     assert status == 0 and rotated["id"] == key["id"] and rotated["key"] != key["key"]
+    status, updated, _ = tollgate(
+        live_server, "keys", "update", key["id"], "--name", "prod-2", "--all-models", "--budget", "9"
+    )
+    assert status == 0 and (updated["name"], updated["allowed_models"]) == ("prod-2", None)
+    assert updated["budget"] == {"amount": "9.000000", "period": "month"}
+    assert updated["limits"]["rpm"] == 100  # left as it was
+    status, updated, _ = tollgate(live_server, "keys", "update", key["id"], "--no-budget", "--no-limits")
+    assert status == 0 and (updated["budget"], updated["limits"]) == (None, None)
     status, revoked, _ = tollgate(live_server, "keys", "revoke", key["id"])
     assert status == 0 and revoked["revoked_at"] is not None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.oidc import LocalIssuer, local_issuer, oidc_settings
+from tests.support.oidc import LocalIssuer, cognito_settings, local_issuer, oidc_settings
 
 
 @pytest.fixture
@@ -33,6 +33,20 @@ def oidc_client(oidc_services):  # type: ignore[no-untyped-def]
     from tollgate.api.apps import local_app
 
     with TestClient(local_app(oidc_services), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def cognito_client(settings, issuer):  # type: ignore[no-untyped-def]
+    """The app configured as the CDK stack configures it for its Cognito user pool (``issuer``)."""
+    from starlette.testclient import TestClient
+
+    from tollgate.api.apps import local_app
+    from tollgate.container import Services
+    from tollgate.settings import Settings
+
+    services = Services(Settings.model_validate({**settings.model_dump(), **cognito_settings(issuer)}))
+    with TestClient(local_app(services), raise_server_exceptions=False) as test_client:
         yield test_client
 
 

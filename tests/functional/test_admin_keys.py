@@ -258,3 +258,155 @@ def test_lists_paginate(client, admin_headers, issue_key, path) -> None:
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) >= 3
+
+
+# -- updating a key (PATCH): absent fields stay, null clears, the key id and secret never change ----
+
+
+def test_a_key_is_updated_in_place_and_the_data_plane_sees_it_at_once(
+    client, admin_headers, issue_key, acme
+) -> None:
+    import time
+
+    key = issue_key(tenant_id=acme, name="before", allowed_models=["fake/echo", "fake/image"])
+    expiry = int(time.time()) + 3600
+    change = {
+        "name": "after",
+        "allowed_models": ["fake/echo"],
+        "expires_at": expiry,
+        "budget": {"amount": "7.5", "period": "week"},
+        "limits": {"rpm": 5},
+    }
+
+    updated = client.patch(f"/admin/v1/keys/{key['id']}", json=change, headers=admin_headers)
+
+    assert updated.status_code == 200, updated.text
+    shown = client.get(f"/admin/v1/keys/{key['id']}", headers=admin_headers).json()
+    assert shown == updated.json()
+    assert (shown["id"], shown["name"], shown["allowed_models"], shown["expires_at"]) == (
+        key["id"],
+        "after",
+        ["fake/echo"],
+        expiry,
+    )
+    assert shown["budget"] == {"amount": "7.500000", "period": "week"}
+    assert shown["limits"] == {"rpm": 5, "tpm": None, "max_concurrency": None}
+    assert "key" not in shown
+    # The same secret keeps working, within the narrower scope, in this process at once.
+    models = client.get("/v1/models", headers=bearer(key["key"])).json()["data"]
+    assert [model["id"] for model in models] == ["fake/echo"]
+
+
+def test_absent_fields_stay_and_null_clears(client, admin_headers, issue_key, acme) -> None:
+    import time
+
+    key = issue_key(
+        tenant_id=acme,
+        allowed_models=["fake/echo"],
+        expires_at=int(time.time()) + 3600,
+        budget={"amount": "5", "period": "day"},
+        limits={"rpm": 10},
+    )
+    path = f"/admin/v1/keys/{key['id']}"
+
+    renamed = client.patch(path, json={"name": "renamed"}, headers=admin_headers).json()
+    assert (renamed["allowed_models"], renamed["expires_at"], renamed["budget"], renamed["limits"]) == (
+        key["allowed_models"],
+        key["expires_at"],
+        key["budget"],
+        key["limits"],
+    )
+
+    cleared = client.patch(
+        path,
+        json={"allowed_models": None, "expires_at": None, "budget": None, "limits": None},
+        headers=admin_headers,
+    )
+    assert cleared.status_code == 200, cleared.text
+    body = cleared.json()
+    assert (body["name"], body["allowed_models"], body["expires_at"], body["budget"], body["limits"]) == (
+        "renamed",
+        None,
+        None,
+        None,
+        None,
+    )
+    assert client.patch(path, json={"name": None}, headers=admin_headers).status_code == 400
+
+
+def test_a_key_update_is_audited_without_secrets(client, admin_headers, issue_key, acme) -> None:
+    key = issue_key(tenant_id=acme, name="before")
+
+    client.patch(f"/admin/v1/keys/{key['id']}", json={"name": "after"}, headers=admin_headers)
+
+    [entry] = client.get("/admin/v1/audit?action=key.update", headers=admin_headers).json()["data"]
+    assert (entry["target"], entry["tenant_id"], entry["outcome"]) == (f"key:{key['id']}", acme, "ok")
+    assert entry["diff"] == {"name": ["before", "after"]}
+    assert key["key"] not in json.dumps(entry) and key["key"].split("-")[2] not in json.dumps(entry)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"role": "owner"}, 400),
+        ({"scope": "admin"}, 400),
+        ({"tenant_id": "other"}, 400),
+        ({"secret_hash": "0" * 64}, 400),
+        ({"revoked_at": None}, 400),
+        ({"previous_valid_until": 4102444800}, 400),
+        ({"expires_at": 1}, 400),  # in the past
+        ({"limits": {"rpm": 0}}, 400),
+        ({"limits": {"rpm": 1, "unlimited": True}}, 400),
+        ({"allowed_models": [""]}, 400),
+    ],
+)
+def test_invalid_key_updates_change_nothing(client, admin_headers, issue_key, acme, body, status) -> None:
+    key = issue_key(tenant_id=acme)
+    before = client.get(f"/admin/v1/keys/{key['id']}", headers=admin_headers).json()
+
+    response = client.patch(f"/admin/v1/keys/{key['id']}", json=body, headers=admin_headers)
+
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert client.get(f"/admin/v1/keys/{key['id']}", headers=admin_headers).json() == before
+
+
+def test_budgets_and_limits_are_for_data_plane_keys_only(client, admin_headers, issue_key) -> None:
+    admin_key = issue_key(scope="admin", role="viewer")
+    path = f"/admin/v1/keys/{admin_key['id']}"
+
+    for body in ({"budget": {"amount": "1", "period": "day"}}, {"limits": {"rpm": 1}}):
+        response = client.patch(path, json=body, headers=admin_headers)
+        assert response.status_code == 400, body
+    # An admin key's models and expiry are the ceiling of what it issues, and may change.
+    assert (
+        client.patch(path, json={"allowed_models": ["fake/echo"]}, headers=admin_headers).status_code == 200
+    )
+
+
+def test_a_revoked_or_missing_key_cannot_be_updated(client, admin_headers, issue_key, acme) -> None:
+    key = issue_key(tenant_id=acme)
+    client.delete(f"/admin/v1/keys/{key['id']}", headers=admin_headers)
+
+    assert (
+        client.patch(f"/admin/v1/keys/{key['id']}", json={"name": "x"}, headers=admin_headers).status_code
+        == 409
+    )
+    missing = client.patch("/admin/v1/keys/0000000000000000", json={"name": "x"}, headers=admin_headers)
+    assert missing.status_code == 404
+
+
+def test_an_update_reaches_every_process_within_60_seconds(
+    client, admin_headers, settings, issue_key, acme
+) -> None:
+    import time
+
+    key = issue_key(tenant_id=acme)
+    clock = Clock(time.time())
+    process = another_process(settings, clock)
+    assert asyncio.run(process.authenticate(key["key"])).allowed_models is None  # cached there
+
+    client.patch(f"/admin/v1/keys/{key['id']}", json={"allowed_models": ["fake/echo"]}, headers=admin_headers)
+
+    clock.now += settings.cache_ttl_seconds + 0.01
+    assert asyncio.run(process.authenticate(key["key"])).allowed_models == frozenset({"fake/echo"})

@@ -293,3 +293,94 @@ def test_the_verifier_refuses_a_role_for_no_group_with_a_permission_error(issuer
     assert verifier.verify(issuer.token(groups=None, **{"cognito:groups": ["ops"]})).role == "admin"
     with pytest.raises(PermissionDeniedError):
         verifier.verify(issuer.token(groups=["ops"]))  # the configured claim is cognito:groups
+
+
+# -- Cognito: its access tokens carry no aud, but client_id and token_use ---------------------------
+
+
+def test_cognito_access_and_id_tokens_of_the_configured_client_sign_in(cognito_client, issuer) -> None:
+    access = issuer.cognito_access_token(**{"cognito:groups": ["tollgate-admin"]})
+    id_token = issuer.cognito_id_token(sub="viewer-1", **{"cognito:groups": ["tollgate-viewer"]})
+
+    created = cognito_client.post(ADMIN_ROUTE, json={"id": "acme", "name": "Acme"}, headers=bearer(access))
+    assert created.status_code == 201, created.text
+    assert cognito_client.get(ADMIN_ROUTE, headers=bearer(id_token)).status_code == 200
+    assert cognito_client.post(ADMIN_ROUTE, json={"name": "x"}, headers=bearer(id_token)).status_code == 403
+    [entry] = cognito_client.get(
+        "/admin/v1/audit?action=tenant.create&outcome=ok", headers=bearer(access)
+    ).json()["data"]
+    assert (entry["actor"], entry["role"]) == (f"oidc:{issuer.url}#user-1", "admin")
+
+
+def _cognito_matrix(issuer: LocalIssuer) -> dict[str, str]:
+    """Cognito-shaped tokens that must all be refused with 401, by what is wrong with them."""
+    now = int(time.time())
+    return {
+        "access token for another app client": issuer.cognito_access_token(client_id="another-client"),
+        "access token without client_id": issuer.cognito_access_token(client_id=None),
+        "access token with a client_id list": issuer.cognito_access_token(client_id=[AUDIENCE]),
+        "access token with an aud of another client": issuer.cognito_access_token(aud="another-client"),
+        "access token of another pool": issuer.cognito_access_token(iss="https://cognito-idp.example/pool"),
+        "access token, expired": issuer.cognito_access_token(exp=now - 3600, iat=now - 7200),
+        "access token, signed by a stranger": issuer.cognito_access_token(key=rsa_key()),
+        "access token, alg none": _unsigned(
+            {"alg": "none", "kid": "rsa-1"},
+            issuer.claims(
+                aud=None, client_id=AUDIENCE, token_use="access", **{"cognito:groups": ["tollgate-owner"]}
+            ),
+        ),
+        "id token without aud": issuer.cognito_id_token(aud=None, client_id=AUDIENCE),
+        "id token for another client": issuer.cognito_id_token(aud="another-client"),
+        "id token claiming to be an access token, with aud": issuer.cognito_access_token(
+            aud="another-client", client_id=None
+        ),
+        "no token_use": issuer.cognito_id_token(token_use=None),
+        "token_use refresh": issuer.cognito_access_token(token_use="refresh"),
+        "token_use of another type": issuer.cognito_id_token(token_use=["id"]),
+    }
+
+
+def test_the_cognito_jwt_matrix_is_refused_with_401(cognito_client, issuer) -> None:
+    matrix = _cognito_matrix(issuer)
+    answers = {name: cognito_client.get(ADMIN_ROUTE, headers=bearer(token)) for name, token in matrix.items()}
+
+    assert {name: response.status_code for name, response in answers.items()} == dict.fromkeys(matrix, 401)
+    for response in answers.values():
+        assert response.json()["error"]["type"] == "authentication_error"
+    assert cognito_client.get(ADMIN_ROUTE, headers=bearer(issuer.cognito_access_token())).status_code == 200
+
+
+def test_access_tokens_are_refused_where_the_issuer_is_not_cognito(oidc_client, issuer) -> None:
+    """Without ``oidc_cognito``, the audience is required as for any OIDC issuer."""
+    access = issuer.cognito_access_token(groups=["tollgate-owner"])
+
+    assert oidc_client.get(ADMIN_ROUTE, headers=bearer(access)).status_code == 401
+
+
+def test_a_cognito_tenant_admin_needs_its_tenant_claim(cognito_client, issuer) -> None:
+    owner = bearer(issuer.cognito_access_token())
+    assert (
+        cognito_client.post(ADMIN_ROUTE, json={"id": "acme", "name": "Acme"}, headers=owner).status_code
+        == 201
+    )
+    groups = {"cognito:groups": ["tollgate-tenant-admin"]}
+    # Cognito puts custom attributes in ID tokens only; an access token names no tenant.
+    assert (
+        cognito_client.get(ADMIN_ROUTE, headers=bearer(issuer.cognito_access_token(**groups))).status_code
+        == 403
+    )
+    id_token = issuer.cognito_id_token(**groups, **{"custom:tenant_id": "acme"})
+    listing = cognito_client.get(ADMIN_ROUTE, headers=bearer(id_token))
+    assert [tenant["id"] for tenant in listing.json()["data"]] == ["acme"]
+
+
+def test_a_cognito_issuer_is_detected_from_its_url(settings) -> None:
+    from tollgate.settings import Settings
+
+    pool = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123"
+    detected = Settings.model_validate({**settings.model_dump(), "oidc_issuer": pool, "oidc_audience": "c"})
+    other = Settings.model_validate(
+        {**settings.model_dump(), "oidc_issuer": "https://login.example.com", "oidc_audience": "c"}
+    )
+
+    assert detected.oidc_is_cognito and not other.oidc_is_cognito

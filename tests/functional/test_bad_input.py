@@ -107,3 +107,44 @@ def test_oversized_body_is_413(client, tenant_key, services):
 def test_admin_rejects_unknown_fields(client, admin_headers):
     response = client.post("/admin/v1/tenants", json={"name": "x", "balance": 10**9}, headers=admin_headers)
     assert assert_openai_error(response, 400)["param"] == "balance"
+
+
+def _admin_operations(client) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """Every admin operation, with its path parameters filled in."""
+    import re
+
+    paths = client.get("/openapi.json").json()["paths"]
+    return [
+        (method.upper(), re.sub(r"\{[a-z_]+\}", "1", path))
+        for path, item in paths.items()
+        if path.startswith("/admin/")
+        for method in item
+    ]
+
+
+def test_admin_rejects_unknown_query_parameters_on_every_route(client, admin_headers):
+    operations = _admin_operations(client)
+    assert len(operations) > 20
+
+    for method, path in operations:
+        response = client.request(method, f"{path}?tenant=acme", headers=admin_headers)
+        error = assert_openai_error(response, 400)
+        assert (error["param"], error["type"]) == ("tenant", "invalid_request_error"), f"{method} {path}"
+        assert "tenant" in error["message"]
+
+
+def test_declared_query_parameters_still_work_and_credentials_come_first(client, admin_headers):
+    assert client.get("/admin/v1/keys?limit=5", headers=admin_headers).status_code == 200
+    error = assert_openai_error(client.get("/admin/v1/keys?limit=5&tenant=acme", headers=admin_headers), 400)
+    assert error["param"] == "tenant"
+    assert client.get("/admin/v1/analytics?group_by=model", headers=admin_headers).status_code == 200
+    # Without credentials the answer is 401, whatever the query: it tells nothing about the route.
+    assert_openai_error(client.get("/admin/v1/keys?bogus=1"), 401)
+
+
+def test_the_public_api_ignores_unknown_query_parameters(client, tenant_key):
+    """OpenAI-compatible clients send parameters the API does not define; the data plane ignores them."""
+    response = client.get(
+        "/v1/models?api-version=2024-01-01", headers={"Authorization": f"Bearer {tenant_key}"}
+    )
+    assert response.status_code == 200

@@ -50,6 +50,11 @@ MASS_ASSIGNMENT = [
     ("POST", "/admin/v1/keys", {"tenant_id": "acme", "name": "x", "scope": "admin", "role": "owner"}),
     ("POST", "/admin/v1/keys", {"tenant_id": "acme", "name": "x", "limits": {"rpm": 1, "unlimited": True}}),
     ("POST", "/admin/v1/keys/0123456789abcdef/rotate", {"grace_seconds": 0, "role": "owner"}),
+    ("PATCH", "/admin/v1/keys/0123456789abcdef", {"role": "owner"}),
+    ("PATCH", "/admin/v1/keys/0123456789abcdef", {"scope": "admin"}),
+    ("PATCH", "/admin/v1/keys/0123456789abcdef", {"tenant_id": "other"}),
+    ("PATCH", "/admin/v1/keys/0123456789abcdef", {"secret_hash": "0" * 64}),
+    ("PATCH", "/admin/v1/keys/0123456789abcdef", {"created_by": "bootstrap"}),
     ("POST", "/admin/v1/tenants", {"id": "t2", "name": "T", "created_at": 0}),
     ("POST", "/admin/v1/tenants", {"id": "t2", "name": "T", "credits": "1000000"}),
     ("PATCH", "/admin/v1/tenants/acme", {"id": "other"}),
@@ -138,6 +143,7 @@ def test_a_viewer_changes_nothing(client, admin_headers, issue_key, acme, tenant
         ("POST", "/admin/v1/keys", {"name": "x", "scope": "admin", "role": "viewer"}),
         ("DELETE", f"/admin/v1/keys/{data_key_id}", None),
         ("POST", f"/admin/v1/keys/{data_key_id}/rotate", {}),
+        ("PATCH", f"/admin/v1/keys/{data_key_id}", {"allowed_models": ["fake/echo"]}),
         ("POST", "/admin/v1/tenants", {"name": "x"}),
         ("PATCH", f"/admin/v1/tenants/{acme}", {"name": "x"}),
         ("POST", f"/admin/v1/tenants/{acme}/credits", {"amount": "5", "idempotency_key": "v"}),
@@ -200,9 +206,14 @@ def test_there_is_no_way_to_change_a_role(client, admin_headers, issue_key, acme
     headers = bearer(tenant_admin["key"])
     path = f"/admin/v1/keys/{tenant_admin['id']}"
 
-    assert client.patch(path, json={"role": "owner"}, headers=headers).status_code == 405
+    # PATCH updates a key's name, models, expiry, budget and limits; role, scope and tenant are not fields.
+    assert client.patch(path, json={"role": "owner"}, headers=headers).status_code == 400
     assert client.put(path, json={"role": "owner"}, headers=headers).status_code == 405
-    assert client.patch(path, json={"role": "owner"}, headers=admin_headers).status_code == 405
+    assert client.patch(path, json={"role": "owner"}, headers=admin_headers).status_code == 400
+    assert (
+        client.patch(path, json={"scope": "data", "tenant_id": None}, headers=admin_headers).status_code
+        == 400
+    )
     assert client.post(f"{path}/rotate", json={"role": "owner"}, headers=headers).status_code == 400
     assert (
         client.post(f"{path}/rotate", json={"scope": "admin", "tenant_id": None}, headers=headers).status_code
@@ -244,3 +255,74 @@ def test_denials_are_audited(client, admin_headers, issue_key, acme) -> None:
         403,
         "viewer",
     )
+
+
+# -- scope widening through an update (PATCH): the caller's ceiling applies to the key it leaves ----
+
+
+def test_an_update_cannot_widen_a_key_beyond_its_callers_ceiling(
+    client, admin_headers, issue_key, acme, tenant_key
+) -> None:
+    expiry = int(time.time()) + 3600
+    limited_key = issue_key(scope="admin", role="admin", allowed_models=["fake/echo"], expires_at=expiry)
+    limited = bearer(limited_key["key"])
+    child = issue_key(tenant_id=acme, name="child", allowed_models=["fake/echo"], expires_at=expiry)
+    path = f"/admin/v1/keys/{child['id']}"
+    before = client.get(path, headers=admin_headers).json()
+
+    refused = {
+        "every model": {"allowed_models": None},
+        "a model beyond its own": {"allowed_models": ["fake/echo", "fake/image"]},
+        "no expiry": {"expires_at": None},
+        "a later expiry": {"expires_at": expiry + 1},
+    }
+    statuses = {
+        name: client.patch(path, json=body, headers=limited).status_code for name, body in refused.items()
+    }
+
+    assert set(statuses.values()) == {403}, statuses
+    assert client.get(path, headers=admin_headers).json() == before
+    # A key already wider than the caller cannot be touched, only narrowed into its reach...
+    wide = f"/admin/v1/keys/{tenant_key.split('-')[1]}"
+    assert client.patch(wide, json={"name": "renamed"}, headers=limited).status_code == 403
+    narrowed = client.patch(
+        wide, json={"allowed_models": ["fake/echo"], "expires_at": expiry}, headers=limited
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    # ...and within its ceiling it may.
+    assert (
+        client.patch(path, json={"name": "ok", "expires_at": expiry - 60}, headers=limited).status_code == 200
+    )
+    # It cannot lift its own ceiling either.
+    own = f"/admin/v1/keys/{limited_key['id']}"
+    assert client.patch(own, json={"allowed_models": None}, headers=limited).status_code == 403
+    assert client.patch(own, json={"expires_at": expiry + 3600}, headers=limited).status_code == 403
+    denied = client.get(
+        "/admin/v1/audit",
+        params={"actor": f"key:{limited_key['id']}", "action": "key.update", "outcome": "denied"},
+        headers=admin_headers,
+    ).json()["data"]
+    assert len(denied) == len(refused) + 3
+
+
+def test_an_update_respects_roles_and_tenants(client, admin_headers, issue_key, acme) -> None:
+    admin = bearer(issue_key(scope="admin", role="admin")["key"])
+    owner = issue_key(scope="admin", role="owner", name="the owner")
+    expiring = int(time.time()) + 600
+    tenant_admin_key = issue_key(tenant_id=acme, scope="admin", role="tenant_admin", expires_at=expiring)
+    tenant_admin = bearer(tenant_admin_key["key"])
+    other_key = issue_key(tenant_id="other", name="theirs")
+
+    assert client.patch(f"/admin/v1/keys/{owner['id']}", json={"name": "x"}, headers=admin).status_code == 403
+    assert (
+        client.patch(
+            f"/admin/v1/keys/{other_key['id']}", json={"name": "x"}, headers=tenant_admin
+        ).status_code
+        == 404
+    )
+    own = f"/admin/v1/keys/{tenant_admin_key['id']}"
+    assert client.patch(own, json={"expires_at": None}, headers=tenant_admin).status_code == 403
+    assert client.patch(own, json={"expires_at": expiring + 3600}, headers=tenant_admin).status_code == 403
+    assert client.get(f"/admin/v1/keys/{owner['id']}", headers=admin_headers).json()["name"] == "the owner"
+    assert client.get(f"/admin/v1/keys/{other_key['id']}", headers=admin_headers).json()["name"] == "theirs"
+    assert client.get(own, headers=admin_headers).json()["expires_at"] == expiring

@@ -65,6 +65,8 @@ def test_only_the_admin_function_accepts_sign_in_tokens_of_this_pool(
     assert json.dumps(admin_env["TOLLGATE_OIDC_ISSUER"]).startswith('{"Fn::Join": ["", ["https://')
     assert admin_env["TOLLGATE_OIDC_GROUPS_CLAIM"] == "cognito:groups"
     assert admin_env["TOLLGATE_OIDC_TENANT_CLAIM"] == "custom:tenant_id"
+    # The pool's access tokens carry no aud: token_use and client_id are checked instead.
+    assert admin_env["TOLLGATE_OIDC_COGNITO"] == "true"
     assert json.loads(admin_env["TOLLGATE_OIDC_ROLE_GROUPS"]) == DEFAULT_ROLE_GROUPS
     for name in ("stream", "gateway", "rollup"):
         env = function_resources[name]["Properties"]["Environment"]["Variables"]

@@ -127,6 +127,25 @@ class LocalIssuer:
             self.claims(**claims), signing, algorithm=alg, headers={"kid": kid, **(headers or {})}
         )
 
+    def cognito_access_token(self, **claims: Any) -> str:
+        """A token shaped like a Cognito user pool's access token: no ``aud``, but ``client_id`` and
+        ``token_use: access``, and the groups in ``cognito:groups``."""
+        defaults: dict[str, Any] = {
+            "aud": None,
+            "groups": None,
+            "client_id": AUDIENCE,
+            "token_use": "access",
+            "scope": "aws.cognito.signin.user.admin",
+            "username": "user-1",
+            "cognito:groups": ["tollgate-owner"],
+        }
+        return self.token(**(defaults | claims))
+
+    def cognito_id_token(self, **claims: Any) -> str:
+        """A token shaped like a Cognito ID token: ``aud`` is the app client, ``token_use: id``."""
+        defaults: dict[str, Any] = {"groups": None, "token_use": "id", "cognito:groups": ["tollgate-owner"]}
+        return self.token(**(defaults | claims))
+
 
 @contextmanager
 def local_issuer() -> Iterator[LocalIssuer]:
@@ -145,3 +164,15 @@ def oidc_settings(issuer: LocalIssuer, **extra: Any) -> dict[str, Any]:
         "oidc_allow_insecure_issuer": True,
         **extra,
     }
+
+
+def cognito_settings(issuer: LocalIssuer, **extra: Any) -> dict[str, Any]:
+    """The settings the CDK stack gives the admin function (``infra/auth.py``), pointed at ``issuer``
+    standing in for the Cognito user pool."""
+    return oidc_settings(
+        issuer,
+        oidc_cognito=True,
+        oidc_groups_claim="cognito:groups",
+        oidc_tenant_claim="custom:tenant_id",
+        **extra,
+    )

@@ -237,7 +237,35 @@ def _keys(client: AdminClient, args: argparse.Namespace, stdin: TextIO) -> Any:
         return client.call("GET", path)
     if args.action == "revoke":
         return client.call("DELETE", path)
+    if args.action == "update":
+        return client.call("PATCH", path, _key_changes(args))
     return client.call("POST", f"{path}/rotate", {"grace_seconds": args.grace_seconds})
+
+
+def _key_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The PATCH body of ``keys update``: options given set a field, ``--no-...`` / ``--all-models``
+    remove one (null), and everything else is left out, so it stays as it is."""
+    changes: dict[str, Any] = _drop_none(
+        {"name": args.name, "allowed_models": _models(args.models), "expires_at": args.expires_at}
+    )
+    if args.budget:
+        changes["budget"] = {"amount": args.budget, "period": args.budget_period}
+    limits = _drop_none({"rpm": args.rpm, "tpm": args.tpm, "max_concurrency": args.max_concurrency})
+    if limits:
+        changes["limits"] = limits
+    for flag, name in (
+        ("all_models", "allowed_models"),
+        ("no_expiry", "expires_at"),
+        ("no_budget", "budget"),
+        ("no_limits", "limits"),
+    ):
+        if getattr(args, flag):
+            if name in changes:
+                raise CliError(f"--{flag.replace('_', '-')} contradicts another option")
+            changes[name] = None
+    if not changes:
+        raise CliError("give at least one change")
+    return changes
 
 
 def _credits(client: AdminClient, args: argparse.Namespace, stdin: TextIO) -> Any:
@@ -384,6 +412,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--rpm", type=int)
     create.add_argument("--tpm", type=int)
     create.add_argument("--max-concurrency", type=int)
+    update = actions.add_parser(
+        "update", help="change a key's name, models, expiry, budget or limits (options left out stay)"
+    )
+    update.add_argument("key_id")
+    update.add_argument("--name")
+    update.add_argument("--models", help="comma-separated models the key may use")
+    update.add_argument("--all-models", action="store_true", help="let the key use every model")
+    update.add_argument("--expires-at", type=int, help="epoch seconds")
+    update.add_argument("--no-expiry", action="store_true")
+    update.add_argument("--budget", help="spend cap per period, e.g. 25.00")
+    update.add_argument("--budget-period", choices=("day", "week", "month"), default="month")
+    update.add_argument("--no-budget", action="store_true")
+    update.add_argument("--rpm", type=int)
+    update.add_argument("--tpm", type=int)
+    update.add_argument("--max-concurrency", type=int)
+    update.add_argument("--no-limits", action="store_true")
     rotate = actions.add_parser("rotate", help="new secret, same key id; the old one works during the grace")
     rotate.add_argument("key_id")
     rotate.add_argument("--grace-seconds", type=int, default=0)

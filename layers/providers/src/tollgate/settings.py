@@ -7,6 +7,7 @@ local mode (set by ``tollgate.local``). Logic receives a ``Settings`` object; it
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal, Self
 
@@ -22,6 +23,10 @@ DEFAULT_ROLE_GROUPS: dict[str, Role] = {
     "tollgate-viewer": "viewer",
     "tollgate-tenant-admin": "tenant_admin",
 }
+
+
+#: A Cognito user pool's issuer URL.
+COGNITO_ISSUER = re.compile(r"https://cognito-idp\.[a-z0-9-]+\.amazonaws\.com/[A-Za-z0-9-]+_[A-Za-z0-9]+")
 
 
 class Settings(BaseSettings):
@@ -135,6 +140,12 @@ class Settings(BaseSettings):
     oidc_audience: str | None = Field(
         default=None, description="Audience ('aud') admin JWTs must carry: the app client id"
     )
+    oidc_cognito: bool | None = Field(
+        default=None,
+        description="The issuer is a Cognito user pool: its ID tokens must say token_use 'id', and its "
+        "access tokens (no 'aud') are accepted with token_use 'access' and client_id the app client. "
+        "Default: detected from the issuer URL (https://cognito-idp.<region>.amazonaws.com/<pool id>)",
+    )
     oidc_jwks_url: str | None = Field(
         default=None, description="The issuer's JWKS URL; default: jwks_uri of its discovery document"
     )
@@ -167,6 +178,13 @@ class Settings(BaseSettings):
     key_rotation_max_grace_seconds: int = Field(
         default=7 * 86_400, ge=0, description="Longest grace period a key rotation may give the old secret"
     )
+
+    @property
+    def oidc_is_cognito(self) -> bool:
+        """Whether admin JWTs come from a Cognito user pool (``oidc_cognito``, or the issuer's URL)."""
+        if self.oidc_cognito is not None:
+            return self.oidc_cognito
+        return self.oidc_issuer is not None and COGNITO_ISSUER.fullmatch(self.oidc_issuer) is not None
 
     @model_validator(mode="after")
     def _oidc_is_complete_and_secure(self) -> Self:

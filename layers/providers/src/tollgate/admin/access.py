@@ -9,9 +9,10 @@ happened. Every admin route goes through it, so the rules live in one place:
 * **Isolation.** An object of another tenant is reported exactly as a missing one (404, same
   message), checked before any change, so ids neither leak nor change hands. The attempt is audited
   under the caller's tenant, never the target's.
-* **Ceilings.** A key issued, rotated or revoked by a principal stays within its own reach: its
-  tenant, its role (``AdminPrincipal.may_mint``), and for admin keys its models and expiry. Rotating
-  hands out a working secret, so the rotated key must fit the ceiling too.
+* **Ceilings.** A key issued, updated, rotated or revoked by a principal stays within its own reach:
+  its tenant, its role (``AdminPrincipal.may_mint``), and for admin keys its models and expiry.
+  Rotating hands out a working secret, and an update may widen a key, so the rotated or updated key
+  must fit the ceiling too.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tollgate.admin.schemas import (
     IssuedKeyOut,
     KeyIn,
     KeyOut,
+    KeyUpdate,
     Page,
     PriceIn,
     PriceOut,
@@ -313,6 +315,24 @@ class AdminAccess:
         self._changed("key.revoke", target, before.tenant_id, before, after)
         return after
 
+    def update_key(self, key_id: str, body: KeyUpdate) -> KeyOut:
+        """The key as the update leaves it must fit the caller's ceiling, as an issued key does: a
+        caller can narrow a wider key into its reach, never widen one (or itself) beyond it."""
+        before = self._key(key_id, "key.update")
+        target = f"key:{key_id}"
+        self._write("key.update", target)
+        given = body.model_fields_set
+        self._within_ceiling(
+            "key.update",
+            target,
+            role=before.role if before.scope == "admin" else None,
+            models=body.allowed_models if "allowed_models" in given else before.allowed_models,
+            expires_at=body.expires_at if "expires_at" in given else before.expires_at,
+        )
+        after = self._admin.update_key(key_id, body)
+        self._changed("key.update", target, before.tenant_id, before, after)
+        return after
+
     def rotate_key(self, key_id: str, *, grace_seconds: int) -> IssuedKeyOut:
         before = self._key(key_id, "key.rotate")
         target = f"key:{key_id}"
@@ -355,6 +375,19 @@ class AdminAccess:
             cursor=cursor,
         )
         return Page(data=data, next_cursor=next_cursor)
+
+    def report_scope(self, action: str, *, tenant_id: str | None, key_id: str | None = None) -> str | None:
+        """The tenant an analytics query is about: for a global principal ``tenant_id`` as given (None:
+        every tenant; ids are plain filters there), for a tenant admin its own tenant. Another tenant,
+        or a key that is missing or of another tenant, is a 404 like every other route's, and audited."""
+        if self._principal.is_global:
+            return tenant_id
+        if tenant_id is not None and not self._principal.sees(tenant_id):
+            self._denied(action, f"tenant:{tenant_id}", "another tenant's object", status=404)
+            raise NotFoundError(f"No tenant '{tenant_id}'.")
+        if key_id is not None:
+            self._key(key_id, action)
+        return self._principal.tenant_id
 
     def audit(
         self,

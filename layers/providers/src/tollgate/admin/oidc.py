@@ -8,6 +8,9 @@ A token is accepted only when all of these hold:
 * its signature verifies with that key;
 * ``iss`` is exactly the configured issuer, ``aud`` contains the configured audience, and ``exp``,
   ``iat`` and ``sub`` are present, with ``exp``/``nbf``/``iat`` checked within a small leeway;
+* for a Cognito user pool (``Settings.oidc_is_cognito``), ``token_use`` says which token it is: an
+  ID token (``id``) needs the audience as above; an access token (``access``) has no ``aud`` but a
+  ``client_id``, which must be the configured app client;
 * the groups claim maps to a Tollgate role, and a ``tenant_admin`` names its tenant.
 
 The JWKS is fetched lazily (never at import or cold start) over HTTPS, with no redirects and a size
@@ -53,6 +56,8 @@ ALGORITHM_KEY_TYPES: dict[str, str] = {
     "ES384": "EC",
     "ES512": "EC",
 }
+#: Claims every admin token carries (besides ``aud`` or, for Cognito, ``token_use``).
+_REQUIRED = ("exp", "iat", "iss", "sub")
 MAX_DOCUMENT_BYTES = 256 * 1024
 FETCH_TIMEOUT_SECONDS = 3.0
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -219,8 +224,10 @@ class OidcVerifier:
         role_groups: Mapping[str, Role],
         tenant_claim: str,
         leeway: float,
+        cognito: bool = False,
     ) -> None:
         self._issuer = issuer
+        self._cognito = cognito
         self._audience = audience
         self._jwks = jwks
         self._groups_claim = groups_claim
@@ -258,6 +265,7 @@ class OidcVerifier:
             role_groups=settings.oidc_role_groups,
             tenant_claim=settings.oidc_tenant_claim,
             leeway=settings.oidc_leeway_seconds,
+            cognito=settings.oidc_is_cognito,
         )
 
     @property
@@ -277,15 +285,19 @@ class OidcVerifier:
         key = self._jwks.signing_key(kid)
         if key.key_type != ALGORITHM_KEY_TYPES[alg] or (key.declared_alg not in (None, alg)):
             raise _invalid("The admin token's algorithm does not match its signing key.")
+        if self._cognito:  # the audience depends on token_use: checked below, by ``_check_client``
+            audience, options = None, {"verify_aud": False, "require": [*_REQUIRED, "token_use"]}
+        else:
+            audience, options = self._audience, {"require": [*_REQUIRED, "aud"]}
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key=key.jwk.key,
                 algorithms=[alg],
-                audience=self._audience,
+                audience=audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+                options=options,  # type: ignore[arg-type]  # PyJWT's Options TypedDict
             )
         except jwt.ExpiredSignatureError:
             raise _invalid("The admin token has expired.") from None
@@ -301,7 +313,25 @@ class OidcVerifier:
             raise _invalid("The admin token lacks a required claim.") from None
         except jwt.InvalidTokenError:
             raise _invalid("The admin token is not valid.") from None
+        if self._cognito:
+            self._check_client(claims)
         return self._principal(claims)
+
+    def _check_client(self, claims: dict[str, Any]) -> None:
+        """A Cognito token is for our app client: an ID token by ``aud``, an access token (which
+        has no ``aud``) by ``client_id``. Any other ``token_use`` (or none) is refused."""
+        use = claims.get("token_use")
+        if use == "id":
+            audience = claims.get("aud")
+            if audience != self._audience and not (isinstance(audience, list) and self._audience in audience):
+                raise _invalid("The admin token is for another audience.")
+        elif use == "access":
+            if "aud" in claims:  # Cognito's access tokens carry none: this one is for a resource server
+                raise _invalid("The admin token is for another audience.")
+            if claims.get("client_id") != self._audience:
+                raise _invalid("The admin token is for another app client.")
+        else:
+            raise _invalid("The admin token is neither an ID token nor an access token.")
 
     def _principal(self, claims: dict[str, Any]) -> AdminPrincipal:
         subject = claims.get("sub")

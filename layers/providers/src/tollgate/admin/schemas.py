@@ -286,6 +286,46 @@ class KeyIn(Strict):
         return self
 
 
+class KeyUpdate(Strict):
+    """Changes to a key, merge-patch style: a field left out stays as it is, ``null`` removes it
+    (every model, no expiry, no budget, no limits). The key's id, secret, tenant, scope and role never
+    change; to change those, issue a new key. The key that results stays within the caller's own
+    ceiling, as an issued one does."""
+
+    name: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+    allowed_models: ModelList = None
+    expires_at: Annotated[
+        int | None, Field(gt=0, le=MAX_EPOCH_SECONDS, description="Epoch seconds; null: never expires")
+    ] = None
+    budget: Annotated[BudgetIn | None, Field(description="Data-plane keys only; null: no budget")] = None
+    limits: Annotated[
+        LimitsIn | None,
+        Field(description="Data-plane keys only; replaces the key's limits as a whole; null: no limits"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _name_stays(self) -> Self:
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be removed")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request gives, as the key record stores them; ``None`` for one it removes.
+
+        >>> KeyUpdate(name="ci", expires_at=None).changes() == {"name": "ci", "expires_at": None}
+        True
+        """
+        values: dict[str, Any] = {}
+        for name in sorted(self.model_fields_set):
+            value = getattr(self, name)
+            if isinstance(value, BudgetIn):
+                value = value.to_record().model_dump()
+            elif isinstance(value, LimitsIn):
+                value = value.model_dump()
+            values[name] = value
+        return values
+
+
 class KeyOut(BaseModel):
     id: str
     tenant_id: str | None

@@ -16,6 +16,7 @@ from tollgate.admin.schemas import (
     IssuedKeyOut,
     KeyIn,
     KeyOut,
+    KeyUpdate,
     LimitsIn,
     PriceIn,
     PriceOut,
@@ -427,6 +428,30 @@ class AdminService:
         self._services.keys.forget(key_id)
         token = IssuedKey(key_id=key_id, secret=secret).token
         return IssuedKeyOut(**key_out(rotated).model_dump(), key=token)
+
+    def update_key(self, key_id: str, body: KeyUpdate) -> KeyOut:
+        """Changes a live key's name, models, expiry, budget or limits; its id and secret stay.
+
+        This process drops its cached record at once; others see the change within the key cache's
+        TTL (at most 60 seconds), as with a revocation."""
+        catalog = self._services.catalog
+        record = catalog.get_key(key_id)
+        if record is None:
+            raise NotFoundError(f"No key '{key_id}'.")
+        if record.revoked_at is not None:
+            raise ConflictError("A revoked key cannot be changed.")
+        changes = body.changes()
+        if body.expires_at is not None and body.expires_at <= self._now():
+            raise InvalidRequestError("expires_at must be in the future.", param="expires_at")
+        if record.scope == "admin":
+            for name in ("budget", "limits"):
+                if changes.get(name) is not None:
+                    raise InvalidRequestError(f"{name} applies to data-plane keys only.", param=name)
+        if not changes:
+            return key_out(record)
+        updated = catalog.update_key(key_id, changes)
+        self._services.keys.forget(key_id)
+        return key_out(updated)
 
     def get_key(self, key_id: str) -> KeyOut:
         record = self._services.catalog.get_key(key_id)

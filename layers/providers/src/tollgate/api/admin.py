@@ -20,6 +20,7 @@ from tollgate.admin.schemas import (
     IssuedKeyOut,
     KeyIn,
     KeyOut,
+    KeyUpdate,
     Page,
     PriceIn,
     PriceOut,
@@ -34,10 +35,15 @@ from tollgate.admin.schemas import (
     TenantUpdate,
 )
 from tollgate.api.admin_deps import AccessDep, require_admin
+from tollgate.api.admin_query import reject_unknown_query_parameters
 from tollgate.errors import InvalidRequestError
 from tollgate.store.records import UsageRecord
 
-router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin/v1",
+    tags=["admin"],
+    dependencies=[Depends(require_admin), Depends(reject_unknown_query_parameters)],
+)
 
 ProviderName = Annotated[str, Path(pattern=NAME_PATTERN)]
 ObjectId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -203,6 +209,13 @@ def list_keys(
 @router.get("/keys/{key_id}", operation_id="getKey")
 def get_key(key_id: ObjectId, access: AccessDep) -> KeyOut:
     return access.get_key(key_id)
+
+
+@router.patch("/keys/{key_id}", operation_id="updateKey")
+def update_key(key_id: ObjectId, body: KeyUpdate, access: AccessDep) -> KeyOut:
+    """Changes a key's name, models, expiry, budget or limits: a field left out stays, ``null``
+    removes it. The id and secret stay; every process sees the change within 60 seconds."""
+    return access.update_key(key_id, body)
 
 
 @router.delete("/keys/{key_id}", operation_id="revokeKey")

@@ -1,7 +1,8 @@
 """The analytics API (``/admin/v1/analytics``): series from rollups, quotas, and reconciliation.
 
 Every route needs an admin credential. A tenant admin sees its own tenant only: ``tenant_id``
-defaults to it, and any other tenant is reported as not found.
+defaults to it, and another tenant (or another tenant's key) is reported as not found, and audited,
+as on every other admin route (``AdminAccess.report_scope``).
 """
 
 from __future__ import annotations
@@ -10,28 +11,25 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from tollgate.admin.principal import AdminPrincipal
 from tollgate.admin.schemas import ID_PATTERN
-from tollgate.api.admin_deps import AdminDep
+from tollgate.api.admin_deps import AccessDep, require_admin
+from tollgate.api.admin_query import reject_unknown_query_parameters
 from tollgate.api.deps import ServicesDep
-from tollgate.errors import InvalidRequestError, NotFoundError
+from tollgate.errors import InvalidRequestError
 from tollgate.reports import Filters
 from tollgate.schemas.analytics import AnalyticsPage, QuotaOut, ReconcileReport
 
-router = APIRouter(prefix="/admin/v1/analytics", tags=["analytics"])
+router = APIRouter(
+    prefix="/admin/v1/analytics",
+    tags=["analytics"],
+    dependencies=[Depends(require_admin), Depends(reject_unknown_query_parameters)],
+)
 
 TenantId = Annotated[str | None, Query(pattern=ID_PATTERN)]
 Cursor = Annotated[str | None, Query(max_length=2048)]
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
-
-
-def scoped_tenant(principal: AdminPrincipal, tenant_id: str | None) -> str | None:
-    """The tenant a query is about: a tenant admin's own, or ``tenant_id`` (None: every tenant)."""
-    if tenant_id is not None and not principal.sees(tenant_id):
-        raise NotFoundError(f"No tenant '{tenant_id}'.")
-    return tenant_id if principal.is_global else principal.tenant_id
 
 
 #: Times outside these bounds are refused (400), so date arithmetic on them cannot overflow.
@@ -62,7 +60,7 @@ def _day(value: str, param: str) -> date:
 
 @router.get("", operation_id="queryAnalytics")
 def query_analytics(
-    principal: AdminDep,
+    access: AccessDep,
     services: ServicesDep,
     since: Annotated[
         datetime | None, Query(description="Start (inclusive); default 30 days (day) or 24 hours (hour) ago")
@@ -86,7 +84,7 @@ def query_analytics(
         until_ms=int(end.timestamp() * 1000),
         granularity=granularity,
         group_by=group_by,
-        tenant_id=scoped_tenant(principal, tenant_id),
+        tenant_id=access.report_scope("analytics.query", tenant_id=tenant_id, key_id=key_id),
         filters=Filters(key_id=key_id, model=model, provider=provider),
         limit=limit,
         cursor=cursor,
@@ -94,9 +92,9 @@ def query_analytics(
 
 
 @router.get("/quota", operation_id="getQuota")
-def get_quota(principal: AdminDep, services: ServicesDep, tenant_id: TenantId = None) -> QuotaOut:
+def get_quota(access: AccessDep, services: ServicesDep, tenant_id: TenantId = None) -> QuotaOut:
     """A tenant's balance, its burn rate over the last 7 days, and the days its credits last at it."""
-    tenant = scoped_tenant(principal, tenant_id)
+    tenant = access.report_scope("analytics.quota", tenant_id=tenant_id)
     if tenant is None:
         raise InvalidRequestError("Name the tenant: tenant_id is required.", param="tenant_id")
     return services.reports.quota(tenant, now_ms=time.time_ns() // 1_000_000)
@@ -104,7 +102,7 @@ def get_quota(principal: AdminDep, services: ServicesDep, tenant_id: TenantId = 
 
 @router.get("/reconcile", operation_id="reconcileUsage")
 def reconcile_usage(
-    principal: AdminDep,
+    access: AccessDep,
     services: ServicesDep,
     since: Annotated[
         str | None,
@@ -127,7 +125,7 @@ def reconcile_usage(
     return services.reports.reconcile(
         first_day=first.isoformat(),
         last_day=last.isoformat(),
-        tenant_id=scoped_tenant(principal, tenant_id),
+        tenant_id=access.report_scope("analytics.reconcile", tenant_id=tenant_id),
         limit=limit,
         cursor=cursor,
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tollgate.errors import ConflictError, NotFoundError
-from tollgate.store.dynamo import from_item, to_item
+from tollgate.store.dynamo import from_item, to_attribute, to_item
 from tollgate.store.records import KeyRecord, PriceRecord, ProviderRecord, Record, RouteRecord, TenantRecord
 from tollgate.store.schema import CATALOG
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound=Record)
 
 _META = "META"
+#: What ``update_key`` may change: never the secret hash, tenant, scope, role or timestamps.
+UPDATABLE_KEY_FIELDS = frozenset({"name", "allowed_models", "expires_at", "budget", "limits"})
 _GSI = CATALOG.indexes[0].name
 
 
@@ -214,6 +216,37 @@ class DynamoCatalog:
             )
         except self._client.exceptions.ConditionalCheckFailedException as error:
             raise ConflictError("The key was rotated or revoked meanwhile; read it and try again.") from error
+        return KeyRecord.model_validate(from_item(response["Attributes"]))
+
+    def update_key(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
+        """Sets a live key's updatable fields (``None``: removes one). Never its secret, tenant, scope
+        or role: any other field name is a programming error. Conditional on the key existing and not
+        being revoked, so a revocation cannot be undone or raced by an update."""
+        unknown = set(changes) - UPDATABLE_KEY_FIELDS
+        if unknown or not changes:
+            raise ValueError(f"nothing to update, or not updatable: {', '.join(sorted(unknown))}")
+        fields = list(enumerate(changes.items()))
+        names = {f"#f{index}": name for index, (name, _) in fields}
+        values = {f":v{index}": to_attribute(value) for index, (_, value) in fields if value is not None}
+        sets = [f"#f{index} = :v{index}" for index, (_, value) in fields if value is not None]
+        removals = [f"#f{index}" for index, (_, value) in fields if value is None]
+        clauses = [f"SET {', '.join(sets)}"] if sets else []
+        clauses += [f"REMOVE {', '.join(removals)}"] if removals else []
+        expression = " ".join(clauses)
+        arguments: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"pk": {"S": f"KEY#{key_id}"}, "sk": {"S": _META}},
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(revoked_at)",
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            arguments["ExpressionAttributeValues"] = values
+        try:
+            response = self._client.update_item(**arguments)
+        except self._client.exceptions.ConditionalCheckFailedException as error:
+            raise ConflictError("The key was revoked meanwhile, or does not exist.") from error
         return KeyRecord.model_validate(from_item(response["Attributes"]))
 
     def revoke_key(self, key_id: str, revoked_at: int) -> KeyRecord:
