@@ -12,7 +12,7 @@ import json
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
-from tollgate.api.deps import DeadlineDep, PrincipalDep, RequestIdDep, ServicesDep
+from tollgate.api.deps import CallerDep
 from tollgate.api.public import SSE_HEADERS
 from tollgate.messages import AnthropicStreamEncoder, MessagesRequest, completion_to_message, messages_to_chat
 from tollgate.tokens import estimate_prompt_tokens
@@ -25,14 +25,11 @@ _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 @messages_router.post("/v1/messages", operation_id="createMessage", response_model=None)
 async def create_message(
     body: MessagesRequest,
-    principal: PrincipalDep,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    deadline: DeadlineDep,
+    caller: CallerDep,
 ) -> Response:
     chat_request = messages_to_chat(body)
-    call = await services.chat.begin(
-        principal, chat_request, request_id, endpoint="messages", deadline=deadline
+    call = await caller.services.chat.begin(
+        caller.principal, chat_request, caller.request_id, endpoint="messages", deadline=caller.deadline
     )
     if body.stream:
         encoder = AnthropicStreamEncoder(body.model, input_tokens=estimate_prompt_tokens(chat_request))

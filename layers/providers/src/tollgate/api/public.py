@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from tollgate.api.deps import DeadlineDep, PrincipalDep, RequestIdDep, ServicesDep
+from tollgate.api.deps import CallerDep
 from tollgate.billing import Replay, request_hash
 from tollgate.schemas.openai import ChatRequest, EmbeddingRequest, ImageRequest, ModelList
 
@@ -46,14 +46,13 @@ def replayed(replay: Replay) -> Response:
 @chat_router.post("/v1/chat/completions", operation_id="createChatCompletion", response_model=None)
 async def create_chat_completion(
     body: ChatRequest,
-    principal: PrincipalDep,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    deadline: DeadlineDep,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "chat.completions", body)
-    call = await services.chat.begin(principal, body, request_id, idempotency=key, deadline=deadline)
+    call = await caller.services.chat.begin(
+        caller.principal, body, caller.request_id, idempotency=key, deadline=caller.deadline
+    )
     if call.replay is not None:
         return replayed(call.replay)
     if body.stream:
@@ -65,15 +64,12 @@ async def create_chat_completion(
 @models_router.post("/v1/embeddings", operation_id="createEmbedding", response_model=None)
 async def create_embedding(
     body: EmbeddingRequest,
-    principal: PrincipalDep,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    deadline: DeadlineDep,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "embeddings", body)
-    result, headers = await services.generation.embed(
-        principal, body, request_id, idempotency=key, deadline=deadline
+    result, headers = await caller.services.generation.embed(
+        caller.principal, body, caller.request_id, idempotency=key, deadline=caller.deadline
     )
     if isinstance(result, Replay):
         return replayed(result)
@@ -83,15 +79,12 @@ async def create_embedding(
 @models_router.post("/v1/images/generations", operation_id="createImage", response_model=None)
 async def create_image(
     body: ImageRequest,
-    principal: PrincipalDep,
-    services: ServicesDep,
-    request_id: RequestIdDep,
-    deadline: DeadlineDep,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "images.generations", body)
-    result, headers = await services.generation.image(
-        principal, body, request_id, idempotency=key, deadline=deadline
+    result, headers = await caller.services.generation.image(
+        caller.principal, body, caller.request_id, idempotency=key, deadline=caller.deadline
     )
     if isinstance(result, Replay):
         return replayed(result)
@@ -99,9 +92,9 @@ async def create_image(
 
 
 @models_router.get("/v1/models", operation_id="listModels")
-async def list_models(principal: PrincipalDep, services: ServicesDep) -> ModelList:
-    cards = await services.registry.list_models()
-    return ModelList(data=[card for card in cards if principal.may_use(card.id)])
+async def list_models(caller: CallerDep) -> ModelList:
+    cards = await caller.services.registry.list_models()
+    return ModelList(data=[card for card in cards if caller.principal.may_use(card.id)])
 
 
 @health_router.get("/healthz", operation_id="health", include_in_schema=False)
