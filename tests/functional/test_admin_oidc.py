@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.functional.conftest import bearer
-from tests.support.oidc import AUDIENCE, LocalIssuer, local_issuer, rsa_key
+from tests.support.oidc import AUDIENCE, LocalIssuer, local_issuer, oidc_settings, rsa_key
 from tollgate.admin.oidc import JwksCache, OidcVerifier, fetch_json
 from tollgate.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 
@@ -384,3 +384,85 @@ def test_a_cognito_issuer_is_detected_from_its_url(settings) -> None:
     )
 
     assert detected.oidc_is_cognito and not other.oidc_is_cognito
+
+
+# -- ending a signed-in user's sessions ---------------------------------------------------------
+
+
+def test_revoking_a_users_sessions_refuses_their_tokens_until_they_sign_in_again(
+    oidc_client, oidc_services, issuer, settings
+) -> None:
+    """A JWT cannot be recalled: the revocation refuses every token of the user issued until then, in
+    this process at once and in every other within the cache TTL; a token issued later works."""
+    from starlette.testclient import TestClient
+
+    from tollgate.api.apps import local_app
+    from tollgate.container import Services
+    from tollgate.settings import Settings
+
+    now = int(time.time())
+    owner = issuer.token(sub="owner-1", groups=["tollgate-owner"])
+    leaver = issuer.token(sub="leaver", groups=["tollgate-admin"], iat=now - 5)
+    other = Services(
+        Settings.model_validate({**settings.model_dump(), **oidc_settings(issuer), "cache_ttl_seconds": 1})
+    )
+    with TestClient(local_app(other), raise_server_exceptions=False) as elsewhere:
+        assert elsewhere.get(ADMIN_ROUTE, headers=bearer(leaver)).status_code == 200  # now cached there
+        assert oidc_client.get(ADMIN_ROUTE, headers=bearer(leaver)).status_code == 200
+
+        actor = f"oidc:{issuer.url}#leaver"
+        revoked = oidc_client.post("/admin/v1/sessions/revoke", json={"actor": actor}, headers=bearer(owner))
+        assert revoked.status_code == 200, revoked.text
+        bound = revoked.json()["revoked_before"]
+        assert bound >= now
+
+        refused = oidc_client.get(ADMIN_ROUTE, headers=bearer(leaver))
+        assert refused.status_code == 401
+        assert refused.json()["error"]["message"] == "This admin session was revoked. Sign in again."
+        time.sleep(1.1)  # the other process's cache TTL
+        assert elsewhere.get(ADMIN_ROUTE, headers=bearer(leaver)).status_code == 401
+
+        again = issuer.token(sub="leaver", groups=["tollgate-admin"], iat=bound + 1)
+        assert oidc_client.get(ADMIN_ROUTE, headers=bearer(again)).status_code == 200
+        assert oidc_client.get(ADMIN_ROUTE, headers=bearer(owner)).status_code == 200  # nobody else
+
+    audit = oidc_client.get("/admin/v1/audit?action=session.revoke", headers=bearer(owner)).json()["data"]
+    assert [(entry["actor"], entry["target"]) for entry in audit] == [
+        (f"oidc:{issuer.url}#owner-1", f"sessions:{actor}")
+    ]
+
+
+def test_a_revocation_never_moves_back(oidc_services) -> None:
+    catalog = oidc_services.catalog
+    assert catalog.admin_sessions_revoked_before("oidc:https://i#u") is None
+    assert catalog.revoke_admin_sessions("oidc:https://i#u", before=200, by="owner") == 200
+    assert catalog.revoke_admin_sessions("oidc:https://i#u", before=100, by="owner") == 200
+    assert catalog.revoke_admin_sessions("oidc:https://i#u", before=300, by="owner") == 300
+
+
+@pytest.mark.parametrize(
+    ("groups", "status"),
+    [(["tollgate-viewer"], 403), (["tollgate-tenant-admin"], 403), (["tollgate-admin"], 200)],
+)
+def test_only_owners_and_admins_revoke_sessions(oidc_client, issuer, make_tenant, groups, status) -> None:
+    make_tenant("acme")
+    caller = issuer.token(sub="caller", groups=groups, tenant_id="acme")
+    body = {"actor": f"oidc:{issuer.url}#someone"}
+    assert (
+        oidc_client.post("/admin/v1/sessions/revoke", json=body, headers=bearer(caller)).status_code == status
+    )
+
+
+def test_nobody_revokes_their_own_sessions_and_unknown_fields_are_refused(oidc_client, issuer) -> None:
+    owner = issuer.token(sub="owner-1", groups=["tollgate-owner"])
+    own = {"actor": f"oidc:{issuer.url}#owner-1"}
+    assert oidc_client.post("/admin/v1/sessions/revoke", json=own, headers=bearer(owner)).status_code == 400
+    widened = {"actor": f"oidc:{issuer.url}#x", "revoked_before": 0}
+    assert (
+        oidc_client.post("/admin/v1/sessions/revoke", json=widened, headers=bearer(owner)).status_code == 400
+    )
+    not_oidc = {"actor": "key:abc"}
+    assert (
+        oidc_client.post("/admin/v1/sessions/revoke", json=not_oidc, headers=bearer(owner)).status_code == 400
+    )
+    assert oidc_client.get(ADMIN_ROUTE, headers=bearer(owner)).status_code == 200

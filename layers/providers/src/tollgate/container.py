@@ -230,7 +230,11 @@ class Services:
         from tollgate.admin.oidc import OidcVerifier
 
         return AdminAuthenticator(
-            keys=self.keys, secrets=self.secrets, oidc=OidcVerifier.from_settings(self.settings)
+            keys=self.keys,
+            secrets=self.secrets,
+            oidc=OidcVerifier.from_settings(self.settings),
+            catalog=self.catalog,
+            cache_ttl=self.settings.cache_ttl_seconds,
         )
 
     async def aclose(self) -> None:

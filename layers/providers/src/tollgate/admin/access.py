@@ -42,6 +42,8 @@ from tollgate.admin.schemas import (
     ProviderOut,
     RouteIn,
     RouteOut,
+    SessionRevocationIn,
+    SessionRevocationOut,
     TenantIn,
     TenantOut,
     TenantUpdate,
@@ -304,6 +306,18 @@ class AdminAccess:
 
     def get_key(self, key_id: str) -> KeyOut:
         return self._key(key_id, "key.get")
+
+    def revoke_sessions(self, body: SessionRevocationIn) -> SessionRevocationOut:
+        """Ends a signed-in user's sessions: their tokens issued until now are refused. Owners and
+        admins only; nobody revokes their own (it would lock the last owner out by mistake)."""
+        action, target = "session.revoke", f"sessions:{body.actor}"
+        self._manage_catalog(action, target)
+        if body.actor == self._principal.actor:
+            self._denied(action, target, "one's own sessions", status=400)
+            raise InvalidRequestError("You cannot revoke your own sessions; sign out instead.", param="actor")
+        after = self._admin.revoke_sessions(body.actor, by=self._principal.actor)
+        self._changed(action, target, None, None, after)
+        return after
 
     def revoke_key(self, key_id: str) -> KeyOut:
         before = self._key(key_id, "key.revoke")

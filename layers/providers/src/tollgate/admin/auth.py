@@ -4,7 +4,9 @@
   lookup as data-plane keys, for automation; a data-plane key is refused here, as an admin key is
   refused on the public API;
 * an **OIDC bearer JWT** (three base64url segments), when an issuer is configured: see
-  ``tollgate.admin.oidc``;
+  ``tollgate.admin.oidc``. A JWT cannot be recalled, so an owner or admin can revoke a user's
+  sessions (``POST /admin/v1/sessions/revoke``): tokens issued until then are refused, in every
+  process within the cache TTL;
 * the **bootstrap admin key** from Secrets Manager, compared in constant time: the owner credential
   an operator starts with.
 
@@ -18,12 +20,14 @@ import re
 from typing import TYPE_CHECKING
 
 from tollgate.admin.principal import BOOTSTRAP, AdminPrincipal
+from tollgate.cache import TTLCache
 from tollgate.errors import AuthenticationError
 from tollgate.keys import KEY_PREFIX
 
 if TYPE_CHECKING:
     from tollgate.admin.oidc import OidcVerifier
     from tollgate.keys import KeyAuthenticator
+    from tollgate.store.catalog import DynamoCatalog
     from tollgate.store.secrets import SecretStore
 
 #: Longer credentials are refused before any parsing (a large OIDC token is a few kilobytes).
@@ -32,10 +36,36 @@ _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 class AdminAuthenticator:
-    def __init__(self, *, keys: KeyAuthenticator, secrets: SecretStore, oidc: OidcVerifier | None) -> None:
+    def __init__(
+        self,
+        *,
+        keys: KeyAuthenticator,
+        secrets: SecretStore,
+        oidc: OidcVerifier | None,
+        catalog: DynamoCatalog | None = None,
+        cache_ttl: float = 30.0,
+    ) -> None:
         self._keys = keys
         self._secrets = secrets
         self._oidc = oidc
+        self._catalog = catalog
+        #: Per signed-in user: the bound of a revocation of their sessions, or None (cached too).
+        self._revocations: TTLCache[int] = TTLCache(cache_ttl)
+
+    def forget_sessions(self, actor: str) -> None:
+        """Drops this process's cached revocation state of ``actor`` (after a revocation here)."""
+        self._revocations.invalidate(actor)
+
+    def _check_session(self, principal: AdminPrincipal) -> AdminPrincipal:
+        if self._catalog is None:
+            return principal
+        hit, bound = self._revocations.get(principal.actor)
+        if not hit:
+            bound = self._catalog.admin_sessions_revoked_before(principal.actor)
+            self._revocations.put(principal.actor, bound)
+        if bound is not None and (principal.issued_at is None or principal.issued_at <= bound):
+            raise AuthenticationError("This admin session was revoked. Sign in again.")
+        return principal
 
     def authenticate(self, token: str | None) -> AdminPrincipal:
         if not token:
@@ -59,7 +89,7 @@ class AdminAuthenticator:
         if _JWT_SHAPE.fullmatch(token):
             if self._oidc is None:
                 raise AuthenticationError("Admin sign-in with tokens is not configured on this deployment.")
-            return self._oidc.verify(token)
+            return self._check_session(self._oidc.verify(token))
         if not hmac.compare_digest(token.encode(), self._secrets.admin_key().encode()):
             raise AuthenticationError("Incorrect admin credentials.")
         return BOOTSTRAP

@@ -357,4 +357,10 @@ class OidcVerifier:
             if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
                 raise NoAdminRoleError("This tenant admin's token names no valid tenant.", actor=actor)
             tenant_id = tenant
-        return AdminPrincipal(actor=actor, role=role, tenant_id=tenant_id)
+        issued_at = claims.get("iat")
+        return AdminPrincipal(
+            actor=actor,
+            role=role,
+            tenant_id=tenant_id,
+            issued_at=int(issued_at) if isinstance(issued_at, int | float) else None,
+        )

@@ -39,6 +39,8 @@ class AdminPrincipal:
     #: Admin keys only: the ceiling of what keys this principal issues may use and how long they live.
     allowed_models: frozenset[str] | None = None
     expires_at: int | None = None
+    #: OIDC tokens only: the token's ``iat``, checked against a revocation of the user's sessions.
+    issued_at: int | None = None
 
     @property
     def can_write(self) -> bool:

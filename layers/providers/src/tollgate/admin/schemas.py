@@ -419,3 +419,19 @@ class AuditPage(Page[AuditEntryOut]):
     verification: AuditVerificationOut | None = Field(
         default=None, description="With verify=true: the whole chain, checked link by link"
     )
+
+
+class SessionRevocationIn(Strict):
+    """Whose admin sessions to end: the ``actor`` the audit log shows for them."""
+
+    actor: str = Field(
+        pattern=r"^oidc:\S{1,2048}#\S{1,256}$",
+        max_length=2400,
+        description="'oidc:<issuer>#<subject>', as in the audit log's actor field",
+    )
+
+
+class SessionRevocationOut(BaseModel):
+    actor: str
+    #: Tokens of this user issued at or before this time (epoch seconds) are refused.
+    revoked_before: int

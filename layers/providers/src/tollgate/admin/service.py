@@ -26,6 +26,7 @@ from tollgate.admin.schemas import (
     RouteIn,
     RouteOut,
     RouteTargetOut,
+    SessionRevocationOut,
     TenantIn,
     TenantOut,
     TenantUpdate,
@@ -126,6 +127,13 @@ class AdminService:
 
     def _now(self) -> int:
         return int(self._clock())
+
+    # -- admin sessions ------------------------------------------------------------------------
+
+    def revoke_sessions(self, actor: str, *, by: str) -> SessionRevocationOut:
+        bound = self._services.catalog.revoke_admin_sessions(actor, before=self._now(), by=by)
+        self._services.admin_auth.forget_sessions(actor)
+        return SessionRevocationOut(actor=actor, revoked_before=bound)
 
     # -- providers -----------------------------------------------------------------------------
 

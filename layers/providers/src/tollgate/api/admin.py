@@ -30,6 +30,8 @@ from tollgate.admin.schemas import (
     RotateKeyIn,
     RouteIn,
     RouteOut,
+    SessionRevocationIn,
+    SessionRevocationOut,
     TenantIn,
     TenantOut,
     TenantUpdate,
@@ -216,6 +218,13 @@ def update_key(key_id: ObjectId, body: KeyUpdate, access: AccessDep) -> KeyOut:
     """Changes a key's name, models, expiry, budget or limits: a field left out stays, ``null``
     removes it. The id and secret stay; every process sees the change within 60 seconds."""
     return access.update_key(key_id, body)
+
+
+@router.post("/sessions/revoke", operation_id="revokeAdminSessions")
+def revoke_admin_sessions(body: SessionRevocationIn, access: AccessDep) -> SessionRevocationOut:
+    """Ends a signed-in admin's sessions (OIDC): every token of that user issued until now is refused,
+    everywhere within 60 seconds; signing in again issues tokens that work. Owners and admins only."""
+    return access.revoke_sessions(body)
 
 
 @router.delete("/keys/{key_id}", operation_id="revokeKey")

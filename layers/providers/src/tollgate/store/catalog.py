@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +42,11 @@ def _key_partition(tenant_id: str | None) -> str:
 
 def _key_keys(key_id: str, tenant_id: str | None) -> dict[str, str]:
     return {"pk": f"KEY#{key_id}", "sk": _META, "gsi1pk": _key_partition(tenant_id), "gsi1sk": key_id}
+
+
+def _session_pk(actor: str) -> str:
+    """One item per signed-in admin (``oidc:<issuer>#<subject>``), under a fixed-length key."""
+    return f"SESSION#{hashlib.sha256(actor.encode()).hexdigest()}"
 
 
 def _price_sk(effective_at_ms: int) -> str:
@@ -263,3 +270,29 @@ class DynamoCatalog:
         except self._client.exceptions.ConditionalCheckFailedException as error:
             raise NotFoundError(f"No key '{key_id}'.") from error
         return KeyRecord.model_validate(from_item(response["Attributes"]))
+
+    # -- admin sessions ----------------------------------------------------------------------------
+
+    def revoke_admin_sessions(self, actor: str, *, before: int, by: str) -> int:
+        """Refuses every token of ``actor`` issued at or before ``before`` (epoch seconds). A later
+        revocation only moves the bound forward. Returns the bound now in force."""
+        # A failed condition means a later bound is already in force: it stays.
+        with contextlib.suppress(self._client.exceptions.ConditionalCheckFailedException):
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": _session_pk(actor)}, "sk": {"S": _META}},
+                UpdateExpression="SET actor = :a, revoked_before = :b, revoked_by = :by",
+                ConditionExpression="attribute_not_exists(revoked_before) OR revoked_before < :b",
+                ExpressionAttributeValues={":a": {"S": actor}, ":b": {"N": str(before)}, ":by": {"S": by}},
+            )
+        bound = self.admin_sessions_revoked_before(actor)
+        assert bound is not None
+        return bound
+
+    def admin_sessions_revoked_before(self, actor: str) -> int | None:
+        """The bound set by ``revoke_admin_sessions``, or None when ``actor`` was never revoked."""
+        response = self._client.get_item(
+            TableName=self._table, Key={"pk": {"S": _session_pk(actor)}, "sk": {"S": _META}}
+        )
+        item = response.get("Item")
+        return int(item["revoked_before"]["N"]) if item else None
