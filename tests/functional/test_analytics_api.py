@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import _AWS_ENV, ADMIN_KEY
+from tests.support.records import usage_record
 from tollgate.admin.principal import AdminPrincipal
 from tollgate.api.admin_deps import AdminDep
 from tollgate.store.records import UsageRecord
@@ -26,26 +28,15 @@ MODELS = ("fake/echo", "loop/alpha", "loop/beta")
 THIRTY_DAYS = {"since": "2024-05-01T00:00:00Z", "until": "2024-05-31T00:00:00Z"}
 
 
-def usage(request_id: str, at_ms: int, **changes: Any) -> UsageRecord:
-    values: dict[str, Any] = {
-        "request_id": request_id,
-        "tenant_id": "acme",
-        "key_id": "k1",
-        "model": "fake/echo",
-        "provider": "fake",
-        "endpoint": "chat.completions",
-        "stream": False,
-        "status": 200,
-        "prompt_tokens": 100,
-        "completion_tokens": 50,
-        "usage_source": "provider",
-        "latency_ms": 200,
-        "ttfb_ms": 80,
-        "created_at_ms": at_ms,
-        "cost_micros": 1_000,
-        "charged_micros": 1_250,
-    }
-    return UsageRecord.model_validate(values | changes)
+#: The figures every record here has unless a test says otherwise.
+usage = partial(
+    usage_record,
+    prompt_tokens=100,
+    completion_tokens=50,
+    ttfb_ms=80,
+    cost_micros=1_000,
+    charged_micros=1_250,
+)
 
 
 def thirty_days_of_usage() -> list[UsageRecord]:

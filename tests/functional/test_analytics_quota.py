@@ -5,35 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from functools import partial
 
 import pytest
 
+from tests.support.records import usage_record
 from tollgate.money import Money
-from tollgate.store.records import UsageRecord
 
 DAY = 86_400_000
 
 
-def usage(request_id: str, at_ms: int, **changes: Any) -> UsageRecord:
-    values: dict[str, Any] = {
-        "request_id": request_id,
-        "tenant_id": "acme",
-        "key_id": "k1",
-        "model": "fake/echo",
-        "provider": "fake",
-        "endpoint": "chat.completions",
-        "stream": False,
-        "status": 200,
-        "prompt_tokens": 100,
-        "completion_tokens": 50,
-        "usage_source": "provider",
-        "latency_ms": 200,
-        "created_at_ms": at_ms,
-        "cost_micros": 1_000,
-        "charged_micros": 1_250,
-    }
-    return UsageRecord.model_validate(values | changes)
+usage = partial(
+    usage_record, prompt_tokens=100, completion_tokens=50, cost_micros=1_000, charged_micros=1_250
+)
 
 
 # -- quota ----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.support.records import usage_record
 from tollgate.errors import InsufficientCreditsError, ServiceUnavailableError
 from tollgate.local.bootstrap import create_table
 from tollgate.local.runner import start_moto
@@ -81,18 +82,7 @@ def a_hold(request_id: str, amount: int) -> Hold:
 
 
 def usage(request_id: str) -> UsageRecord:
-    return UsageRecord(
-        request_id=request_id,
-        tenant_id="acme",
-        key_id="k1",
-        model="m",
-        endpoint="chat.completions",
-        stream=False,
-        status=200,
-        usage_source="provider",
-        latency_ms=3,
-        created_at_ms=1_000,
-    )
+    return usage_record(request_id, 1_000, model="m", provider=None, latency_ms=3)
 
 
 async def close(ledger: DynamoLedger) -> None:

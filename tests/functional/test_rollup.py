@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import pytest
 
+from tests.support.records import usage_record
 from tollgate.analytics import Bucket, fold, period_of
 from tollgate.scheduled import run_scheduled
 from tollgate.store.records import UsageRecord
@@ -19,26 +21,15 @@ BASE = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 NOW = BASE + DAY + 10 * HOUR + 30 * 60_000  # 2024-05-02T10:30Z
 
 
-def usage(request_id: str, at_ms: int, **changes: Any) -> UsageRecord:
-    values: dict[str, Any] = {
-        "request_id": request_id,
-        "tenant_id": "acme",
-        "key_id": "k1",
-        "model": "fake/echo",
-        "provider": "fake",
-        "endpoint": "chat.completions",
-        "stream": False,
-        "status": 200,
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "usage_source": "provider",
-        "latency_ms": 120,
-        "ttfb_ms": 40,
-        "created_at_ms": at_ms,
-        "cost_micros": 15,
-        "charged_micros": 15,
-    }
-    return UsageRecord.model_validate(values | changes)
+usage = partial(
+    usage_record,
+    prompt_tokens=10,
+    completion_tokens=5,
+    latency_ms=120,
+    ttfb_ms=40,
+    cost_micros=15,
+    charged_micros=15,
+)
 
 
 def a_mix(count: int, start_ms: int, span_ms: int) -> list[UsageRecord]:

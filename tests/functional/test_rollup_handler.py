@@ -10,6 +10,7 @@ from types import ModuleType
 import pytest
 
 from infra.paths import FUNCTIONS_DIR
+from tests.support.records import usage_record
 from tollgate.store.records import UsageRecord
 
 SCHEDULED_EVENT = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
@@ -34,19 +35,7 @@ def handler(settings) -> ModuleType:  # type: ignore[no-untyped-def]
 
 
 def record(request_id: str, at_ms: int) -> UsageRecord:
-    return UsageRecord(
-        request_id=request_id,
-        tenant_id="acme",
-        key_id="k1",
-        model="fake/echo",
-        provider="fake",
-        endpoint="chat.completions",
-        stream=False,
-        status=200,
-        usage_source="provider",
-        latency_ms=20,
-        created_at_ms=at_ms,
-    )
+    return usage_record(request_id, at_ms, latency_ms=20)
 
 
 def test_a_scheduled_event_sweeps_then_rolls_up(handler: ModuleType) -> None:
