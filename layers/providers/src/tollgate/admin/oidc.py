@@ -211,6 +211,23 @@ def _parse_jwks(document: Any) -> dict[str, SigningKey]:
     return keys
 
 
+#: Why PyJWT refused a token, in the words the caller sees (most specific first).
+_REFUSALS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.ExpiredSignatureError, "The admin token has expired."),
+    (jwt.ImmatureSignatureError, "The admin token is not valid yet."),
+    (jwt.InvalidAudienceError, "The admin token is for another audience."),
+    (jwt.InvalidIssuerError, "The admin token is from another issuer."),
+    (jwt.InvalidSignatureError, "The admin token's signature does not verify."),
+    (jwt.MissingRequiredClaimError, "The admin token lacks a required claim."),
+)
+
+
+def _refusal(error: jwt.InvalidTokenError) -> str:
+    return next(
+        (message for kind, message in _REFUSALS if isinstance(error, kind)), "The admin token is not valid."
+    )
+
+
 class OidcVerifier:
     """Verifies an admin JWT and maps it to an ``AdminPrincipal``. Blocking (a JWKS fetch may run)."""
 
@@ -299,20 +316,8 @@ class OidcVerifier:
                 leeway=self._leeway,
                 options=options,  # type: ignore[arg-type]  # PyJWT's Options TypedDict
             )
-        except jwt.ExpiredSignatureError:
-            raise _invalid("The admin token has expired.") from None
-        except jwt.ImmatureSignatureError:
-            raise _invalid("The admin token is not valid yet.") from None
-        except jwt.InvalidAudienceError:
-            raise _invalid("The admin token is for another audience.") from None
-        except jwt.InvalidIssuerError:
-            raise _invalid("The admin token is from another issuer.") from None
-        except jwt.InvalidSignatureError:
-            raise _invalid("The admin token's signature does not verify.") from None
-        except jwt.MissingRequiredClaimError:
-            raise _invalid("The admin token lacks a required claim.") from None
-        except jwt.InvalidTokenError:
-            raise _invalid("The admin token is not valid.") from None
+        except jwt.InvalidTokenError as error:
+            raise _invalid(_refusal(error)) from None
         if self._cognito:
             self._check_client(claims)
         return self._principal(claims)
