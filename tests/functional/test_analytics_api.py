@@ -19,6 +19,7 @@ from tests.conftest import _AWS_ENV, ADMIN_KEY
 from tests.support.records import usage_record
 from tollgate.admin.principal import AdminPrincipal
 from tollgate.api.admin_deps import AdminDep
+from tollgate.api.apps import fastapi_app
 from tollgate.store.records import UsageRecord
 
 HOUR = 3_600_000
@@ -118,7 +119,7 @@ def delete_raw_usage(services) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def as_tenant_admin(client: TestClient) -> Iterator[Any]:
     """``as_tenant_admin("acme")``: admin requests come from a tenant admin of acme, until the test ends."""
-    app = client.app.app  # type: ignore[attr-defined]  # RequestContext wraps the FastAPI app
+    app = fastapi_app(client.app)  # type: ignore[arg-type]
     dependency = AdminDep.__metadata__[0].dependency
 
     def become(tenant_id: str) -> None:

@@ -18,7 +18,7 @@ def require_admin(request: Request, services: ServicesDep) -> AdminPrincipal:
     """An admin key, an OIDC token or the bootstrap key (``tollgate.admin.auth``); every refusal is
     audited. Runs in the thread pool: key lookups and a first JWKS fetch may block."""
     try:
-        return services.admin_auth.authenticate(presented_token(request))
+        return services.admin_auth.authenticate(presented_token(request.headers))
     except (AuthenticationError, PermissionDeniedError) as error:
         services.audit_trail.denied(
             request_id=request_id_of(request),

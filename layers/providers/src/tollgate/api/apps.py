@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from tollgate.api.direct import DirectRoutes, routes_of
 from tollgate.api.errors import install_error_handlers
 from tollgate.api.middleware import RequestContext
 from tollgate.api.openapi import install_openapi
@@ -20,8 +21,14 @@ from tollgate.settings import get_settings
 
 
 def create_app(
-    routers: Sequence[APIRouter], *, title: str, services: Services | None = None
+    routers: Sequence[APIRouter],
+    *,
+    title: str,
+    services: Services | None = None,
+    direct: Sequence[APIRouter] = (),
 ) -> RequestContext:
+    """The app of ``routers``; the routes of ``direct`` (some of ``routers``) are served by
+    ``DirectRoutes``, without FastAPI's per-request machinery (``tollgate.api.direct``)."""
     shared = services or Services(get_settings())
 
     @asynccontextmanager
@@ -40,7 +47,19 @@ def create_app(
     install_openapi(app)
     for router in routers:
         app.include_router(router)
-    return RequestContext(app, max_body_bytes=shared.settings.max_request_bytes)
+    if any(all(router is not included for included in routers) for router in direct):
+        raise ValueError("every directly served router must also be one of the app's routers")
+    served = DirectRoutes(app, shared, routes_of(direct)) if direct else app
+    return RequestContext(served, max_body_bytes=shared.settings.max_request_bytes)
+
+
+def fastapi_app(app: RequestContext) -> FastAPI:
+    """The FastAPI app inside one of the apps below (for its OpenAPI document and overrides)."""
+    inner = app.app
+    if isinstance(inner, DirectRoutes):
+        inner = inner.app
+    assert isinstance(inner, FastAPI)
+    return inner
 
 
 def stream_app(services: Services | None = None) -> RequestContext:
@@ -49,7 +68,10 @@ def stream_app(services: Services | None = None) -> RequestContext:
     from tollgate.api.public import chat_router, health_router
 
     return create_app(
-        [chat_router, messages_router, health_router], title="Tollgate streaming API", services=services
+        [chat_router, messages_router, health_router],
+        title="Tollgate streaming API",
+        services=services,
+        direct=[chat_router, messages_router],
     )
 
 
@@ -57,7 +79,9 @@ def gateway_app(services: Services | None = None) -> RequestContext:
     """``functions/gateway``: the buffered public routes, served by Mangum."""
     from tollgate.api.public import health_router, models_router
 
-    return create_app([models_router, health_router], title="Tollgate API", services=services)
+    return create_app(
+        [models_router, health_router], title="Tollgate API", services=services, direct=[models_router]
+    )
 
 
 def admin_app(services: Services | None = None) -> RequestContext:
@@ -82,4 +106,5 @@ def local_app(services: Services | None = None) -> RequestContext:
         [chat_router, messages_router, models_router, router, analytics_router, health_router],
         title="Tollgate (local)",
         services=services,
+        direct=[chat_router, messages_router, models_router],
     )

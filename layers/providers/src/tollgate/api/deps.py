@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from tollgate.container import Services
 from tollgate.keys import Principal
@@ -28,25 +30,30 @@ async def get_services(request: Request) -> Services:
 
 
 def request_id_of(request: Request) -> str:
-    request_id: str = request.state.request_id
+    return scope_request_id(request.scope)
+
+
+def scope_request_id(scope: Scope) -> str:
+    """The id ``RequestContext`` gave the request."""
+    request_id: str = scope["state"]["request_id"]
     return request_id
 
 
-def presented_token(request: Request) -> str | None:
+def presented_token(headers: Headers) -> str | None:
     """The credential from ``Authorization: Bearer ...`` or, for Anthropic clients, ``x-api-key``."""
-    authorization = request.headers.get("authorization")
+    authorization = headers.get("authorization")
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer":
             return ""
         return token.strip()
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def deadline_of(request: Request, services: Services) -> Deadline:
+def deadline_of(scope: Scope, headers: Headers, services: Services) -> Deadline:
     """The request's deadline: the Lambda function's remaining time (Mangum's ``aws.context``, or
     the Lambda Web Adapter's ``x-amzn-lambda-context`` header) less a margin, capped by
     ``request_timeout_seconds``; locally, that setting alone."""
@@ -54,8 +61,8 @@ def deadline_of(request: Request, services: Services) -> Deadline:
     return request_deadline(
         timeout=settings.request_timeout_seconds,
         margin=settings.deadline_margin_seconds,
-        aws_context=request.scope.get("aws.context"),
-        lambda_context=request.headers.get(LAMBDA_CONTEXT_HEADER),
+        aws_context=scope.get("aws.context"),
+        lambda_context=headers.get(LAMBDA_CONTEXT_HEADER),
     )
 
 
@@ -69,10 +76,14 @@ class Caller:
     deadline: Deadline
 
 
+async def resolve_caller(services: Services, scope: Scope, headers: Headers) -> Caller:
+    """Authenticates the request's key; shared by FastAPI's dependency and ``api.direct``."""
+    principal = await services.keys.authenticate(presented_token(headers))
+    return Caller(services, principal, scope_request_id(scope), deadline_of(scope, headers, services))
+
+
 async def get_caller(request: Request) -> Caller:
-    services = services_of(request)
-    principal = await services.keys.authenticate(presented_token(request))
-    return Caller(services, principal, request_id_of(request), deadline_of(request, services))
+    return await resolve_caller(services_of(request), request.scope, request.headers)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

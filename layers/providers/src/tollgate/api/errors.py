@@ -33,6 +33,11 @@ def error_response(error: TollgateError, path: str = "") -> JSONResponse:
     return JSONResponse(error_body(error, path), status_code=error.status, headers=error.headers or None)
 
 
+def internal_error() -> TollgateError:
+    """What a caller learns of a bug: that there was one (the traceback goes to the log)."""
+    return TollgateError("The server had an error while processing your request.")
+
+
 class _HTTPStatusError(TollgateError):
     """A failure Starlette raised itself (405 and the like), with its status."""
 
@@ -88,8 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", extra={"path": request.url.path})
-        error = TollgateError("The server had an error while processing your request.")
-        return error_response(error, request.url.path)
+        return error_response(internal_error(), request.url.path)
 
     app.add_exception_handler(TollgateError, on_tollgate_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

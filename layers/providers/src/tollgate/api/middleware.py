@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tollgate.api.errors import error_body
+from tollgate.api.errors import error_body, internal_error
 from tollgate.errors import PayloadTooLargeError, TollgateError
 from tollgate.observability import logger
 
@@ -66,10 +66,13 @@ class RequestContext:
                 raise
             await _send_error(send_with_id, error, scope.get("path", ""))
         except Exception:
-            if not started:
-                raise
-            # The error handler already answered; the traceback goes to the log, never the client.
-            logger.exception("error after the response started", extra={"request_id": request_id})
+            # The traceback goes to the log, never the client. Under FastAPI its error handler has
+            # answered already; on the direct routes (``tollgate.api.direct``) this answers.
+            if started:
+                logger.exception("error after the response started", extra={"request_id": request_id})
+                return
+            logger.exception("unhandled error", extra={"request_id": request_id, "path": scope.get("path")})
+            await _send_error(send_with_id, internal_error(), scope.get("path", ""))
 
 
 def _content_length(scope: Scope) -> int | None:

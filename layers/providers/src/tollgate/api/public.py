@@ -91,10 +91,11 @@ async def create_image(
     return Response(result, media_type="application/json", headers=headers)
 
 
-@models_router.get("/v1/models", operation_id="listModels")
-async def list_models(caller: CallerDep) -> ModelList:
+@models_router.get("/v1/models", operation_id="listModels", response_model=ModelList)
+async def list_models(caller: CallerDep) -> Response:
     cards = await caller.services.registry.list_models()
-    return ModelList(data=[card for card in cards if caller.principal.may_use(card.id)])
+    listing = ModelList(data=[card for card in cards if caller.principal.may_use(card.id)])
+    return Response(listing.model_dump_json(), media_type="application/json")
 
 
 @health_router.get("/healthz", operation_id="health", include_in_schema=False)

@@ -1,0 +1,282 @@
+"""The data-plane routes answer the same whether ``DirectRoutes`` or FastAPI serves them.
+
+``tollgate.api.direct`` solves the data-plane endpoints' parameters itself, for speed. This suite
+sends one matrix of good and bad requests to two apps over the same services: the real one (direct
+routes on) and one where FastAPI serves every route. Status, error bodies, headers and answers must
+match, so a difference in parsing, validation order or error wording fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from tollgate.api.apps import create_app, fastapi_app, local_app
+from tollgate.api.direct import DirectRoutes
+from tollgate.api.messages import messages_router
+from tollgate.api.public import chat_router, health_router, models_router
+
+CHAT = {"model": "fake/echo", "messages": [{"role": "user", "content": "Hi"}]}
+MESSAGE = {"model": "fake/echo", "max_tokens": 32, "messages": [{"role": "user", "content": "Hi"}]}
+#: Headers whose values differ per request by design.
+VOLATILE_HEADERS = {"x-request-id", "date", "content-length"}
+#: Fields whose values differ per request by design (ids, timestamps).
+VOLATILE_FIELDS = {"id", "created", "created_at"}
+
+
+@pytest.fixture
+def framework(services) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """The same routes over the same services, every one served by FastAPI."""
+    app = create_app(
+        [chat_router, messages_router, models_router, health_router], title="t", services=services
+    )
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def scrub(value: Any) -> Any:
+    """The answer without its top-level ids and timestamps (a streamed message nests them once)."""
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: scrub(item) if key == "message" else item
+        for key, item in value.items()
+        if key not in VOLATILE_FIELDS
+    }
+
+
+def answer(response: Any) -> tuple[int, dict[str, str], Any]:
+    headers = {name: value for name, value in response.headers.items() if name not in VOLATILE_HEADERS}
+    if headers.get("content-type", "").startswith("text/event-stream"):
+        events = [line for line in response.text.splitlines() if line.startswith("data: ")]
+        body: Any = [scrub(json.loads(line[6:])) if line != "data: [DONE]" else line for line in events]
+    else:
+        try:
+            body = scrub(response.json())
+        except ValueError:
+            body = response.text
+    return response.status_code, headers, body
+
+
+def same_answer(client: TestClient, framework: TestClient, method: str, path: str, **request: Any) -> Any:
+    direct = answer(client.request(method, path, **request))
+    served_by_fastapi = answer(framework.request(method, path, **request))
+    assert direct == served_by_fastapi
+    return direct
+
+
+def auth(key: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", **headers}
+
+
+JSON = {"Content-Type": "application/json"}
+
+BODIES: list[tuple[str, bytes, dict[str, str]]] = [
+    ("valid", json.dumps(CHAT).encode(), JSON),
+    ("stream", json.dumps({**CHAT, "stream": True}).encode(), JSON),
+    ("charset", json.dumps(CHAT).encode(), {"Content-Type": "application/json; charset=utf-8"}),
+    ("vendor json", json.dumps(CHAT).encode(), {"Content-Type": "application/vnd.tollgate+json"}),
+    ("broken json", b'{"model": "fake/echo", "messages": [', JSON),
+    ("not utf-8", b'{"model": "\xff\xfe"}', JSON),
+    ("empty", b"", JSON),
+    ("null", b"null", JSON),
+    ("list", b"[1, 2, 3]", JSON),
+    ("string", b'"hello"', JSON),
+    ("text/plain", json.dumps(CHAT).encode(), {"Content-Type": "text/plain"}),
+    ("no content type", json.dumps(CHAT).encode(), {}),
+    ("form", b"model=fake%2Fecho", {"Content-Type": "application/x-www-form-urlencoded"}),
+    ("missing messages", b'{"model": "fake/echo"}', JSON),
+    ("missing model", json.dumps({"messages": CHAT["messages"]}).encode(), JSON),
+    ("wrong type", json.dumps({**CHAT, "temperature": "hot"}).encode(), JSON),
+    ("unknown role", json.dumps({**CHAT, "messages": [{"role": "wizard", "content": "x"}]}).encode(), JSON),
+    ("max_tokens 0", json.dumps({**CHAT, "max_tokens": 0}).encode(), JSON),
+    ("unknown model", json.dumps({**CHAT, "model": "nobody/nothing"}).encode(), JSON),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "headers"), BODIES, ids=[case[0] for case in BODIES])
+def test_chat_bodies(client, framework, tenant_key, name, body, headers):  # type: ignore[no-untyped-def]
+    status, _, _ = same_answer(
+        client, framework, "POST", "/v1/chat/completions", content=body, headers=auth(tenant_key, **headers)
+    )
+    assert status == (200 if name in ("valid", "stream", "charset", "vendor json") else status)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer tg-nothing-here"},
+        {"x-api-key": "tg-nothing-here"},
+    ],
+    ids=["none", "basic", "empty bearer", "unknown key", "unknown x-api-key"],
+)
+@pytest.mark.parametrize(
+    "body", [json.dumps(CHAT).encode(), b"{not json", b'{"model": 1}'], ids=["ok", "bad", "bad2"]
+)
+def test_authentication_comes_in_fastapis_order(client, framework, headers, body):  # type: ignore[no-untyped-def]
+    """Broken JSON is refused before the key is looked at; a bad body after it (FastAPI's order)."""
+    status, _, _ = same_answer(
+        client, framework, "POST", "/v1/chat/completions", content=body, headers={**JSON, **headers}
+    )
+    assert status in (400, 401)
+
+
+@pytest.mark.parametrize("length", [0, 1, 255, 256])
+@pytest.mark.parametrize("body", [CHAT, {"model": "fake/echo"}], ids=["valid body", "invalid body"])
+def test_idempotency_key_bounds(client, framework, tenant_key, length, body):  # type: ignore[no-untyped-def]
+    """The header's declared bounds (1 to 255 characters), checked before the body, as FastAPI does.
+    Each app gets its own key of the same length, so neither replays the other's answer."""
+    direct = client.post(
+        "/v1/chat/completions", json=body, headers=auth(tenant_key, **{"Idempotency-Key": "d" * length})
+    )
+    fastapi = framework.post(
+        "/v1/chat/completions", json=body, headers=auth(tenant_key, **{"Idempotency-Key": "f" * length})
+    )
+    assert answer(direct) == answer(fastapi)
+    assert direct.status_code == (200 if 1 <= length <= 255 and body is CHAT else 400)
+
+
+def test_replays_are_identical(client, framework, tenant_key):  # type: ignore[no-untyped-def]
+    headers = auth(tenant_key, **{"Idempotency-Key": "parity-replay"})
+    first = client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    assert first.status_code == 200
+    status, replay_headers, body = same_answer(
+        client, framework, "POST", "/v1/chat/completions", json=CHAT, headers=headers
+    )
+    assert status == 200 and replay_headers["idempotent-replayed"] == "true"
+    assert body == scrub(first.json())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [MESSAGE, {**MESSAGE, "stream": True}, {"model": "fake/echo"}, {**MESSAGE, "max_tokens": "many"}],
+    ids=["valid", "stream", "missing", "wrong type"],
+)
+def test_messages(client, framework, tenant_key, body):  # type: ignore[no-untyped-def]
+    status, _, answered = same_answer(
+        client, framework, "POST", "/v1/messages", json=body, headers={"x-api-key": tenant_key}
+    )
+    if status != 200:
+        assert answered["type"] == "error"  # Anthropic's shape on its route, on both paths
+
+
+def test_messages_broken_json_in_anthropic_shape(client, framework, tenant_key):  # type: ignore[no-untyped-def]
+    status, _, answered = same_answer(
+        client, framework, "POST", "/v1/messages", content=b"{", headers={"x-api-key": tenant_key, **JSON}
+    )
+    assert status == 400 and answered["type"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/embeddings", {"model": "fake/embed", "input": ["a", "b"]}),
+        ("/v1/embeddings", {"model": "fake/embed"}),
+        ("/v1/embeddings", {"model": "fake/echo", "input": "a"}),
+        ("/v1/images/generations", {"model": "fake/image", "prompt": "a red square"}),
+        ("/v1/images/generations", {"model": "fake/image", "prompt": "x", "n": 0}),
+    ],
+)
+def test_generation(client, framework, tenant_key, path, body):  # type: ignore[no-untyped-def]
+    same_answer(client, framework, "POST", path, json=body, headers=auth(tenant_key))
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer tg-x-y"}], ids=["tenant key", "unknown key"]
+)
+def test_model_list(client, framework, tenant_key, headers):  # type: ignore[no-untyped-def]
+    status, _, listing = same_answer(
+        client, framework, "GET", "/v1/models", headers=headers or auth(tenant_key)
+    )
+    if not headers:
+        assert status == 200 and {"fake/echo", "fake/embed"} <= {card["id"] for card in listing["data"]}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/chat/completions"),
+        ("PUT", "/v1/models"),
+        ("POST", "/v1/chat/completions/"),
+        ("GET", "/v1/nope"),
+    ],
+)
+def test_other_requests_reach_fastapi(client, framework, tenant_key, method, path):  # type: ignore[no-untyped-def]
+    status, _, _ = same_answer(
+        client, framework, method, path, headers=auth(tenant_key), follow_redirects=False
+    )
+    assert status in (307, 404, 405)
+
+
+def test_data_plane_requests_never_reach_fastapi(services, tenant_key, monkeypatch):  # type: ignore[no-untyped-def]
+    """The point of the module: FastAPI's app is not entered for the hot routes."""
+    from fastapi import FastAPI
+
+    app = local_app(services)
+    assert isinstance(app.app, DirectRoutes)
+    entered: list[str] = []
+    enter = FastAPI.__call__
+
+    async def counting(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http":
+            entered.append(scope["path"])
+        await enter(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", counting)
+    with TestClient(app) as test_client:
+        for _ in range(2):
+            chat = test_client.post("/v1/chat/completions", json=CHAT, headers=auth(tenant_key))
+            assert chat.status_code == 200
+            assert test_client.get("/v1/models", headers=auth(tenant_key)).status_code == 200
+        assert entered == []
+        assert test_client.get("/healthz").status_code == 200
+    assert entered == ["/healthz"]
+
+
+def test_dependency_overrides_send_requests_through_fastapi(services, tenant_key):  # type: ignore[no-untyped-def]
+    from tollgate.api.deps import Caller, get_caller
+    from tollgate.errors import PermissionDeniedError
+
+    app = local_app(services)
+
+    def refuse() -> Caller:
+        raise PermissionDeniedError("overridden")
+
+    fastapi_app(app).dependency_overrides[get_caller] = refuse
+    with TestClient(app) as test_client:
+        refused = test_client.post("/v1/chat/completions", json=CHAT, headers=auth(tenant_key))
+    assert refused.status_code == 403 and refused.json()["error"]["message"] == "overridden"
+
+
+def test_an_unexpected_error_is_a_500_in_openai_shape(client, tenant_key, monkeypatch):  # type: ignore[no-untyped-def]
+    from tollgate.chat import ChatService
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(ChatService, "begin", broken)
+    response = client.post("/v1/chat/completions", json=CHAT, headers=auth(tenant_key))
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "api_error"
+    assert "secret internals" not in response.text and response.headers["x-request-id"].startswith("req_")
+
+
+def test_a_chunked_body_over_the_cap_is_a_413(client, tenant_key, services):  # type: ignore[no-untyped-def]
+    """Without Content-Length the cap trips while the body is read: a 413 (FastAPI would say 400)."""
+    limit = services.settings.max_request_bytes
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "fake/echo", "messages": [{"role": "user", "content": "'
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    response = client.post("/v1/chat/completions", content=chunks(), headers=auth(tenant_key, **JSON))
+    assert response.status_code == 413 and response.json()["error"]["type"] == "invalid_request_error"
