@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tollgate import telemetry
 from tollgate.store.records import UsageRecord
@@ -124,13 +126,49 @@ def test_metrics_can_be_switched_off(
     assert emitted(capsys) == []
 
 
-def test_a_metrics_failure_never_fails_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_metrics_failure_never_fails_the_request(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(_: UsageRecord) -> Any:
         raise RuntimeError("EMF serialisation failed")
 
-    monkeypatch.setattr(telemetry, "request_metrics", broken)
+    monkeypatch.setattr(telemetry, "emf_document", broken)
 
     telemetry.record_request(record())  # does not raise
+    assert emitted(capsys) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=st.sampled_from([200, 400, 404, 429, 499, 500, 502, 504]) | st.integers(100, 599),
+    provider=st.none() | st.sampled_from(["loop", "openai", "bedrock"]),
+    model=st.text(min_size=1, max_size=40),
+    tokens=st.tuples(*[st.integers(0, 10**9)] * 4),
+    usage_source=st.sampled_from(["provider", "estimated", "partial"]),
+    latency_ms=st.integers(0, 10**7),
+    ttfb_ms=st.none() | st.integers(0, 10**7),
+    age_ms=st.integers(0, 3_600_000),
+)
+def test_the_emitted_document_is_powertools_own(  # type: ignore[no-untyped-def]
+    status, provider, model, tokens, usage_source, latency_ms, ttfb_ms, age_ms
+) -> None:
+    """The per-shape template plus per-request values is exactly what Powertools serialises."""
+    prompt, completion, cost, charged = tokens
+    settled = record(
+        status=status,
+        provider=provider,
+        model=model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_micros=cost,
+        charged_micros=min(charged, 10**9),
+        usage_source=usage_source,
+        latency_ms=latency_ms,
+        ttfb_ms=ttfb_ms,
+        created_at_ms=NOW_MS - age_ms,
+    )
+    expected = telemetry.request_metrics(settled).serialize_metric_set()
+    assert json.dumps(telemetry.emf_document(settled)) == json.dumps(expected)
 
 
 @pytest.mark.parametrize("stream", [False, True])
