@@ -60,6 +60,14 @@ class Prices:
     effective_at_ms: int
 
 
+def _parsed(record: PriceRecord) -> Prices:
+    return Prices(
+        cost=PriceSheet.from_dict(record.cost),
+        sell=PriceSheet.from_dict(record.sell),
+        effective_at_ms=record.effective_at_ms,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Demand:
     """A request's worst case, before it runs."""
@@ -143,7 +151,7 @@ class Billing:
         self._catalog = catalog
         self._ledger = ledger
         ttl = settings.cache_ttl_seconds
-        self._prices: TTLCache[list[PriceRecord]] = TTLCache(ttl)
+        self._prices: TTLCache[tuple[Prices, ...]] = TTLCache(ttl)  # parsed once per fetch
         self._tenants: TTLCache[TenantRecord] = TTLCache(ttl, negative_ttl=min(ttl, 5.0))
 
     @property
@@ -155,19 +163,14 @@ class Billing:
     async def prices(self, model: str, at_ms: int) -> Prices | None:
         hit, history = self._prices.get(model)
         if not hit:
-            history = await asyncio.to_thread(self._catalog.prices, model)
+            records = await asyncio.to_thread(self._catalog.prices, model)
+            history = tuple(_parsed(record) for record in records)
             self._prices.put(model, history)
         current = None
-        for record in history or ():
-            if record.effective_at_ms <= at_ms:
-                current = record
-        if current is None:
-            return None
-        return Prices(
-            cost=PriceSheet.from_dict(current.cost),
-            sell=PriceSheet.from_dict(current.sell),
-            effective_at_ms=current.effective_at_ms,
-        )
+        for prices in history or ():
+            if prices.effective_at_ms <= at_ms:
+                current = prices
+        return current
 
     def forget_prices(self, model: str | None = None) -> None:
         self._prices.invalidate(model)

@@ -104,7 +104,10 @@ class PriceSheet:
         )
 
     def is_empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
+        return self == _NO_PRICES
+
+
+_NO_PRICES = PriceSheet()
 
 
 def _needed(price: Money | None, what: str) -> int:
