@@ -280,3 +280,40 @@ def test_a_chunked_body_over_the_cap_is_a_413(client, tenant_key, services):  # 
 
     response = client.post("/v1/chat/completions", content=chunks(), headers=auth(tenant_key, **JSON))
     assert response.status_code == 413 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_gateway_function_serves_the_direct_routes_under_mangum(services, tenant_key):  # type: ignore[no-untyped-def]
+    """The deployed path: an API Gateway event through Mangum into ``gateway_app``'s direct routes."""
+    from mangum import Mangum
+
+    from tollgate.api.apps import gateway_app
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 30_000
+
+    def event(method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        headers = {"host": "api.example.test", "authorization": f"Bearer {tenant_key}"}
+        if body is not None:
+            headers["content-type"] = "application/json"
+        return {
+            "resource": "/{proxy+}",
+            "path": path,
+            "httpMethod": method,
+            "headers": headers,
+            "multiValueHeaders": {name: [value] for name, value in headers.items()},
+            "queryStringParameters": None,
+            "multiValueQueryStringParameters": None,
+            "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": method, "stage": "prod"},
+            "body": None if body is None else json.dumps(body),
+            "isBase64Encoded": False,
+        }
+
+    handler = Mangum(gateway_app(services), lifespan="off")
+    listed = handler(event("GET", "/v1/models", None), Context())  # type: ignore[arg-type]
+    embedded = handler(event("POST", "/v1/embeddings", {"model": "fake/embed", "input": "hi"}), Context())  # type: ignore[arg-type]
+    refused = handler(event("POST", "/v1/embeddings", {"model": "fake/embed"}), Context())  # type: ignore[arg-type]
+
+    assert listed["statusCode"] == 200 and "fake/embed" in listed["body"]
+    assert embedded["statusCode"] == 200 and json.loads(embedded["body"])["data"][0]["object"] == "embedding"
+    assert refused["statusCode"] == 400 and json.loads(refused["body"])["error"]["param"] == "input"
