@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 
 import anthropic
@@ -189,6 +190,40 @@ def test_anthropic_sdk_stream_through_the_upstream(
     assert final.stop_reason == "end_turn"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (7, 3)
     assert upstream.requests[-1].json["stream"] is True
+
+
+def test_a_client_that_leaves_mid_stream_is_settled_as_a_disconnect(
+    live_server: LiveServer, upstream: OpenAIUpstream, admin: httpx.Client, sdk: openai.OpenAI
+) -> None:
+    """Over a real socket: the client reads one event and hangs up. The server notices, stops
+    streaming to nobody, reads the provider's stream on for its usage, and settles once, as 499."""
+    upstream.script = UpstreamScript(reply="one two three four five six seven eight", chunk_delay=0.15)
+    key = issue_key(live_server, "leaver")
+    body = {"model": "team/chat", "stream": True, "messages": [{"role": "user", "content": "count"}]}
+    try:
+        with (
+            httpx.Client(base_url=live_server.base_url, timeout=10) as http,
+            http.stream(
+                "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            ) as response,
+        ):
+            assert response.status_code == 200
+            first = next(line for line in response.iter_lines() if line.startswith("data: "))
+            assert json.loads(first[6:])["object"] == "chat.completion.chunk"
+        # Leaving the block closes the connection with the stream half sent.
+
+        deadline = time.monotonic() + 10
+        records: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not records:
+            time.sleep(0.2)
+            records = admin.get("/usage", params={"tenant_id": "leaver"}).json()["data"]
+    finally:
+        upstream.script = UpstreamScript(reply="Hi from upstream")
+
+    (record,) = records
+    assert record["status"] == 499 and record["error_code"] == "client_disconnected"
+    assert record["usage_source"] == "provider"  # the provider's own count, read after the client left
+    assert record["completion_tokens"] == 8
 
 
 def test_canary_appears_nowhere_but_secrets_manager(

@@ -18,7 +18,11 @@ record names the deployment that actually served (or, on failure, the last one t
 
 If the client goes away mid-stream, a background task keeps reading the provider's stream for
 up to ``stream_drain_seconds`` to get its real usage, and otherwise settles an estimate of what
-was delivered. Once the provider accepted a request, the bill is never zero.
+was delivered. Once the provider accepted a request, the bill is never zero. The hand-off happens
+when the event stream is closed at a ``yield`` (``GeneratorExit``), which is how
+``tollgate.api.streaming.EventStream`` reports a departed client: the provider's stream is then
+intact. A cancellation instead lands inside the provider's stream and ends it, so the drain can
+only settle the estimate.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Response
-from fastapi.responses import StreamingResponse
 
 from tollgate.api.deps import CallerDep
 from tollgate.api.public import SSE_HEADERS
+from tollgate.api.streaming import EventStream
 from tollgate.messages import AnthropicStreamEncoder, MessagesRequest, completion_to_message, messages_to_chat
 from tollgate.tokens import estimate_prompt_tokens
 
@@ -34,7 +34,7 @@ async def create_message(
     if body.stream:
         encoder = AnthropicStreamEncoder(body.model, input_tokens=estimate_prompt_tokens(chat_request))
         events = await call.open_stream(encoder)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return EventStream(events, headers=SSE_HEADERS)
     completion = json.loads(await call.complete())
     if call.usage is None:  # complete() always sets it; a guard for the type checker
         raise RuntimeError("a completed chat call has no usage")

@@ -7,10 +7,10 @@ import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from tollgate.api.deps import CallerDep
+from tollgate.api.streaming import EventStream
 from tollgate.billing import Replay, request_hash
 from tollgate.schemas.openai import ChatRequest, EmbeddingRequest, ImageRequest, ModelList
 
@@ -57,7 +57,7 @@ async def create_chat_completion(
         return replayed(call.replay)
     if body.stream:
         events = await call.open_stream()
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return EventStream(events, headers=SSE_HEADERS)
     return Response(await call.complete(), media_type="application/json", headers=call.headers())
 
 
