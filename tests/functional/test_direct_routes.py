@@ -240,6 +240,27 @@ def test_data_plane_requests_never_reach_fastapi(services, tenant_key, monkeypat
     assert entered == ["/healthz"]
 
 
+def test_behind_a_path_prefix_the_hot_routes_stay_direct(services, tenant_key, monkeypatch):  # type: ignore[no-untyped-def]
+    """``uvicorn --root-path /prod``: the router matches the path without the prefix, and so do we."""
+    from fastapi import FastAPI
+
+    entered: list[str] = []
+    enter = FastAPI.__call__
+
+    async def counting(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http":
+            entered.append(scope["path"])
+        await enter(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", counting)
+    with TestClient(local_app(services), root_path="/prod") as test_client:
+        chat = test_client.post("/prod/v1/chat/completions", json=CHAT, headers=auth(tenant_key))
+        listed = test_client.get("/prod/v1/models", headers=auth(tenant_key))
+        missing = test_client.get("/prod/v1/nothing", headers=auth(tenant_key))
+    assert chat.status_code == 200 and listed.status_code == 200 and missing.status_code == 404
+    assert entered == ["/prod/v1/nothing"]
+
+
 def test_dependency_overrides_send_requests_through_fastapi(services, tenant_key):  # type: ignore[no-untyped-def]
     from tollgate.api.deps import Caller, get_caller
     from tollgate.errors import PermissionDeniedError

@@ -122,7 +122,7 @@ class DirectRoutes:
                 self.routes[(method, route.path)] = direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get((scope.get("method", ""), scope.get("path", "")))
+        route = self.routes.get((scope.get("method", ""), _route_path(scope)))
         if route is None or scope["type"] != "http" or self.app.dependency_overrides:
             await self.app(scope, receive, send)
             return
@@ -133,6 +133,16 @@ class DirectRoutes:
 def routes_of(routers: Iterable[APIRouter]) -> list[APIRoute]:
     """The routes declared on ``routers``, which must be included in the app without a prefix."""
     return [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app's router matches: ``path`` without ``root_path`` (Starlette's rule), so a
+    deployment behind a path prefix takes the direct routes too."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
 
 
 def _header_info(hint: Any) -> params.Header | None:
