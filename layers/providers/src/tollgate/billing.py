@@ -24,6 +24,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from tollgate.cache import TTLCache
@@ -161,16 +162,15 @@ class Billing:
     # -- prices ------------------------------------------------------------------------------------
 
     async def prices(self, model: str, at_ms: int) -> Prices | None:
-        hit, history = self._prices.get(model)
-        if not hit:
-            records = await asyncio.to_thread(self._catalog.prices, model)
-            history = tuple(_parsed(record) for record in records)
-            self._prices.put(model, history)
+        history = await self._prices.load(model, partial(self._price_history, model))
         current = None
         for prices in history or ():
             if prices.effective_at_ms <= at_ms:
                 current = prices
         return current
+
+    def _price_history(self, model: str) -> tuple[Prices, ...]:
+        return tuple(_parsed(record) for record in self._catalog.prices(model))
 
     def forget_prices(self, model: str | None = None) -> None:
         self._prices.invalidate(model)
@@ -491,11 +491,7 @@ class Billing:
             return 0
 
     async def _tenant(self, tenant_id: str) -> TenantRecord | None:
-        hit, record = self._tenants.get(tenant_id)
-        if not hit:
-            record = await asyncio.to_thread(self._catalog.get_tenant, tenant_id)
-            self._tenants.put(tenant_id, record)
-        return record
+        return await self._tenants.load(tenant_id, partial(self._catalog.get_tenant, tenant_id))
 
 
 def replace_record(record: UsageRecord, bill: Bill) -> UsageRecord:

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from tollgate.cache import TTLCache
@@ -133,10 +134,9 @@ class KeyAuthenticator:
         return pepper
 
     async def pepper(self) -> bytes:
-        hit, pepper = self._pepper.get("pepper")
-        if not hit or pepper is None:
-            pepper = await asyncio.to_thread(self._secrets.pepper)
-            self._pepper.put("pepper", pepper)
+        pepper = await self._pepper.load("pepper", self._secrets.pepper)
+        if pepper is None:  # the store raises rather than answer nothing; a guard for the type checker
+            raise RuntimeError("no pepper")
         return pepper
 
     def _should_refresh(self, record: KeyRecord | None, presented: str, now: float) -> bool:
@@ -154,9 +154,7 @@ class KeyAuthenticator:
     async def authenticate(self, token: str | None) -> Principal:
         """The data plane: a ``data`` key, live, with its secret (or its previous one in grace)."""
         key_id, secret = _parse(token)
-        hit, record = self._cached(key_id)
-        if not hit:
-            record = await asyncio.to_thread(self._load, key_id)
+        record = await self._keys.load(key_id, partial(self._catalog.get_key, key_id))
         # Hash and compare even for unknown ids, so timing does not tell which key ids exist.
         presented = hash_secret(await self.pepper(), key_id, secret)
         now = self._clock()

@@ -18,11 +18,11 @@ route is a 404 (or the provider's 503).
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tollgate.cache import TTLCache
@@ -135,10 +135,7 @@ class ProviderRegistry:
         raise ModelNotFoundError(model)
 
     async def list_models(self) -> list[ModelCard]:
-        hit, routes = self._route_list.get("all")
-        if not hit or routes is None:
-            routes = await asyncio.to_thread(self._catalog.list_routes)
-            self._route_list.put("all", routes)
+        routes = await self._route_list.load("all", self._catalog.list_routes) or []
         now = int(time.time())
         cards = [
             ModelCard(id=route.model, created=route.created_at, owned_by=route.primary.provider)
@@ -159,11 +156,7 @@ class ProviderRegistry:
         self._broken.invalidate()
 
     async def _route(self, model: str) -> RouteRecord | None:
-        hit, route = self._routes.get(model)
-        if not hit:
-            route = await asyncio.to_thread(self._catalog.get_route, model)
-            self._routes.put(model, route)
-        return route
+        return await self._routes.load(model, partial(self._catalog.get_route, model))
 
     async def _provider(self, name: str) -> Provider | None:
         hit, entry = self._providers.get(name)
@@ -172,11 +165,10 @@ class ProviderRegistry:
             if broken and error is not None:
                 raise error.with_traceback(None)
             try:
-                entry = await asyncio.to_thread(self._load_provider, name)
+                entry = await self._providers.load(name, partial(self._load_provider, name))
             except TollgateError as failure:
                 self._broken.put(name, failure)
                 raise
-            self._providers.put(name, entry)
         return entry[1] if entry else None
 
     def _load_provider(self, name: str) -> tuple[ProviderRecord, Provider] | None:
