@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import APIRouter, Depends, Response
 from starlette.testclient import TestClient
 
 from tollgate.api.apps import create_app, fastapi_app, local_app
@@ -338,3 +339,23 @@ def test_the_gateway_function_serves_the_direct_routes_under_mangum(services, te
     assert listed["statusCode"] == 200 and "fake/embed" in listed["body"]
     assert embedded["statusCode"] == 200 and json.loads(embedded["body"])["data"][0]["object"] == "embedding"
     assert refused["statusCode"] == 400 and json.loads(refused["body"])["error"]["param"] == "input"
+
+
+def _noop() -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    "declare",
+    [
+        lambda router: router.get("/v1/things/{thing_id}")(lambda thing_id: Response()),
+        lambda router: router.get("/v1/things")(lambda limit=10: Response()),
+        lambda router: router.get("/v1/things", dependencies=[Depends(_noop)])(lambda: Response()),
+    ],
+    ids=["path parameter", "query parameter", "route dependency"],
+)
+def test_a_route_it_would_not_serve_as_fastapi_does_fails_at_build(services, declare):  # type: ignore[no-untyped-def]
+    router = APIRouter()
+    declare(router)
+    with pytest.raises(TypeError, match="directly"):
+        create_app([router], title="t", services=services, direct=[router])

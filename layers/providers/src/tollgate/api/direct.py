@@ -68,13 +68,16 @@ class DirectRoute:
 
     @classmethod
     def of(cls, route: APIRoute) -> DirectRoute:
-        """Reads the endpoint's signature; raises ``TypeError`` for a parameter it cannot solve."""
+        """Reads the endpoint's signature; raises ``TypeError`` for anything it would not do as
+        FastAPI does: a parameter kind it does not solve, a path parameter, a route-level dependency."""
+        if route.dependencies or route.param_convertors:
+            raise TypeError(f"{route.path}: route dependencies and path parameters are not served directly")
         hints = get_type_hints(route.endpoint, include_extras=True)
         caller: str | None = None
         body: tuple[str, TypeAdapter[Any]] | None = None
         headers: list[HeaderParam] = []
         for name in inspect.signature(route.endpoint).parameters:
-            hint = hints[name]
+            hint: Any = hints.get(name)  # None: not annotated, refused below
             header = _header_info(hint)
             if hint == CallerDep:
                 caller = name
