@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, FastAPI, Response
 from starlette.testclient import TestClient
 
 from tollgate.api.apps import create_app, fastapi_app, local_app
@@ -216,12 +216,9 @@ def test_other_requests_reach_fastapi(client, framework, tenant_key, method, pat
     assert status in (307, 404, 405)
 
 
-def test_data_plane_requests_never_reach_fastapi(services, tenant_key, monkeypatch):  # type: ignore[no-untyped-def]
-    """The point of the module: FastAPI's app is not entered for the hot routes."""
-    from fastapi import FastAPI
-
-    app = local_app(services)
-    assert isinstance(app.app, DirectRoutes)
+@pytest.fixture
+def fastapi_entries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the HTTP requests that entered a FastAPI app, in order."""
     entered: list[str] = []
     enter = FastAPI.__call__
 
@@ -231,35 +228,31 @@ def test_data_plane_requests_never_reach_fastapi(services, tenant_key, monkeypat
         await enter(self, scope, receive, send)
 
     monkeypatch.setattr(FastAPI, "__call__", counting)
+    return entered
+
+
+def test_data_plane_requests_never_reach_fastapi(services, tenant_key, fastapi_entries):  # type: ignore[no-untyped-def]
+    """The point of the module: FastAPI's app is not entered for the hot routes."""
+    app = local_app(services)
+    assert isinstance(app.app, DirectRoutes)
     with TestClient(app) as test_client:
         for _ in range(2):
             chat = test_client.post("/v1/chat/completions", json=CHAT, headers=auth(tenant_key))
             assert chat.status_code == 200
             assert test_client.get("/v1/models", headers=auth(tenant_key)).status_code == 200
-        assert entered == []
+        assert fastapi_entries == []
         assert test_client.get("/healthz").status_code == 200
-    assert entered == ["/healthz"]
+    assert fastapi_entries == ["/healthz"]
 
 
-def test_behind_a_path_prefix_the_hot_routes_stay_direct(services, tenant_key, monkeypatch):  # type: ignore[no-untyped-def]
+def test_behind_a_path_prefix_the_hot_routes_stay_direct(services, tenant_key, fastapi_entries):  # type: ignore[no-untyped-def]
     """``uvicorn --root-path /prod``: the router matches the path without the prefix, and so do we."""
-    from fastapi import FastAPI
-
-    entered: list[str] = []
-    enter = FastAPI.__call__
-
-    async def counting(self, scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] == "http":
-            entered.append(scope["path"])
-        await enter(self, scope, receive, send)
-
-    monkeypatch.setattr(FastAPI, "__call__", counting)
     with TestClient(local_app(services), root_path="/prod") as test_client:
         chat = test_client.post("/prod/v1/chat/completions", json=CHAT, headers=auth(tenant_key))
         listed = test_client.get("/prod/v1/models", headers=auth(tenant_key))
         missing = test_client.get("/prod/v1/nothing", headers=auth(tenant_key))
     assert chat.status_code == 200 and listed.status_code == 200 and missing.status_code == 404
-    assert entered == ["/prod/v1/nothing"]
+    assert fastapi_entries == ["/prod/v1/nothing"]
 
 
 def test_dependency_overrides_send_requests_through_fastapi(services, tenant_key):  # type: ignore[no-untyped-def]
