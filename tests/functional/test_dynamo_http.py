@@ -160,6 +160,12 @@ def test_a_missing_table_fails_closed(moto_endpoint: str, boto_session: boto3.se
         transport=HttpDynamo(client, boto_session),
     )
 
+    assert refused_hold(ledger).status == 503
+
+
+def refused_hold(ledger: DynamoLedger) -> ServiceUnavailableError:
+    """Holds a credit through ``ledger`` (then closes it); the hold must be refused with a 503."""
+
     async def scenario() -> None:
         try:
             await ledger.hold_account_async(AccountRef.credits("acme"), a_hold("r1", 1), now_ms=1)
@@ -168,7 +174,7 @@ def test_a_missing_table_fails_closed(moto_endpoint: str, boto_session: boto3.se
 
     with pytest.raises(ServiceUnavailableError) as refused:
         asyncio.run(scenario())
-    assert refused.value.status == 503
+    return refused.value
 
 
 # -- what moto does not check ------------------------------------------------------------------------
@@ -280,15 +286,7 @@ def test_exhausted_retries_fail_closed(scripted_ledger: tuple[ScriptedDynamo, Dy
     server, ledger = scripted_ledger
     server.answers.append((500, {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError"}))
 
-    async def scenario() -> None:
-        try:
-            await ledger.hold_account_async(AccountRef.credits("acme"), a_hold("r1", 1), now_ms=1)
-        finally:
-            await close(ledger)
-
-    with pytest.raises(ServiceUnavailableError) as refused:
-        asyncio.run(scenario())
-    assert refused.value.headers == {"Retry-After": "1"}
+    assert refused_hold(ledger).headers == {"Retry-After": "1"}
     assert len(server.seen) == 3  # the first call and two retries, never more
 
 

@@ -12,6 +12,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.records import usage_record
 from tollgate.analytics import (
     EMPTY,
     RELATIVE_ERROR,
@@ -235,17 +236,4 @@ def test_grouping_merges_cells_per_period_and_sorts_groups() -> None:
 
 
 def _record(**changes: object) -> UsageRecord:
-    values: dict[str, object] = {
-        "request_id": f"req-{random.random()}",
-        "tenant_id": "acme",
-        "key_id": "k1",
-        "model": "fake/echo",
-        "provider": "fake",
-        "endpoint": "chat.completions",
-        "stream": False,
-        "status": 200,
-        "usage_source": "provider",
-        "latency_ms": 10,
-        "created_at_ms": START_MS,
-    }
-    return UsageRecord.model_validate(values | changes)
+    return usage_record(f"req-{random.random()}", START_MS, **{"latency_ms": 10, **changes})
