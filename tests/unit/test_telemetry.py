@@ -132,7 +132,7 @@ def test_a_metrics_failure_never_fails_the_request(
     def broken(_: UsageRecord) -> Any:
         raise RuntimeError("EMF serialisation failed")
 
-    monkeypatch.setattr(telemetry, "emf_document", broken)
+    monkeypatch.setattr(telemetry, "emf_line", broken)
 
     telemetry.record_request(record())  # does not raise
     assert emitted(capsys) == []
@@ -152,7 +152,8 @@ def test_a_metrics_failure_never_fails_the_request(
 def test_the_emitted_document_is_powertools_own(  # type: ignore[no-untyped-def]
     status, provider, model, tokens, usage_source, latency_ms, ttfb_ms, age_ms
 ) -> None:
-    """The per-shape template plus per-request values is exactly what Powertools serialises."""
+    """The per-shape template plus per-request values is, text for text, the line Powertools and
+    ``json`` would print."""
     prompt, completion, cost, charged = tokens
     settled = record(
         status=status,
@@ -168,7 +169,7 @@ def test_the_emitted_document_is_powertools_own(  # type: ignore[no-untyped-def]
         created_at_ms=NOW_MS - age_ms,
     )
     expected = telemetry.request_metrics(settled).serialize_metric_set()
-    assert json.dumps(telemetry.emf_document(settled)) == json.dumps(expected)
+    assert telemetry.emf_line(settled) == json.dumps(expected, separators=(",", ":"))
 
 
 @pytest.mark.parametrize("stream", [False, True])
