@@ -202,3 +202,37 @@ def test_unused_starter_credits_expire_once(ready):
     expiry = [e for e in ready.ledger.all_entries("acme") if e.kind == "expire"]
     assert [e.amount_micros for e in expiry] == [-(Money.parse("10").micros - spent)]
     assert_ledger_consistent(ready)
+
+
+def test_a_hold_reports_the_credits_it_left_without_echoing_itself(ready):  # type: ignore[no-untyped-def]
+    """The hold's answer is the balance after it; DynamoDB is asked for the old values of what it
+    updated, so the hold's own map (new) does not travel back on every request."""
+    from tollgate.store.ledger import AccountRef, Hold
+
+    ledger = ready.ledger
+    before = ledger.account("acme").available_micros
+    answers: list[dict] = []
+    call = ledger._call
+
+    def recording(operation: str, **arguments):  # type: ignore[no-untyped-def]
+        answer = call(operation, **arguments)
+        if operation == "update_item":
+            answers.append(answer)
+        return answer
+
+    ledger._call = recording
+    hold = Hold(
+        request_id="req_answer",
+        tenant_id="acme",
+        key_id="k",
+        model="fake/echo",
+        amount_micros=1_234,
+        created_at_ms=1,
+        expires_at_ms=2,
+    )
+
+    left = ledger.hold_account(AccountRef.credits("acme"), hold, now_ms=1)
+
+    assert left == before - 1_234 == ledger.account("acme").available_micros
+    (answer,) = answers
+    assert hold.attribute not in answer.get("Attributes", {})

@@ -275,7 +275,7 @@ class DynamoLedger:
             response = self._call("update_item", **params)
         except self._client.exceptions.ConditionalCheckFailedException as error:
             return self._hold_refused(error, account, hold)
-        return _credits_left(response)
+        return _credits_left(response, hold.amount_micros)
 
     async def hold_account_async(self, account: AccountRef, hold: Hold, *, now_ms: int) -> int | None:
         """``hold_account`` on the event loop, through the transport."""
@@ -284,7 +284,7 @@ class DynamoLedger:
             response = await self._call_async("UpdateItem", params)
         except self._client.exceptions.ConditionalCheckFailedException as error:
             return self._hold_refused(error, account, hold)
-        return _credits_left(response)
+        return _credits_left(response, hold.amount_micros)
 
     def _hold_params(self, account: AccountRef, hold: Hold, *, now_ms: int) -> dict[str, Any]:
         amount = hold.amount_micros
@@ -320,7 +320,8 @@ class DynamoLedger:
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
-            "ReturnValues": "UPDATED_NEW",
+            # The old values of what it updated: the hold's map is new, so it is not echoed back.
+            "ReturnValues": "UPDATED_OLD",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
@@ -874,9 +875,11 @@ def _entry_from(item: dict[str, Any]) -> Entry:
     )
 
 
-def _credits_left(response: dict[str, Any]) -> int | None:
+def _credits_left(response: dict[str, Any], held: int) -> int | None:
+    """The credits a hold of ``held`` left, from the balance before it (``UPDATED_OLD``): what its
+    update expression computed. None for a budget account (it has no ``available``)."""
     available = from_item(response.get("Attributes", {})).get("available")
-    return available if isinstance(available, int) else None
+    return available - held if isinstance(available, int) else None
 
 
 def _reasons(error: Exception) -> list[str]:
