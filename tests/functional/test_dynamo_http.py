@@ -268,7 +268,7 @@ def test_requests_are_signed_and_throttling_is_retried(
     scripted_ledger: tuple[ScriptedDynamo, DynamoLedger],
 ) -> None:
     server, ledger = scripted_ledger
-    server.answers.append((200, {"Attributes": {"available": {"N": "42"}}}))
+    server.answers.append((200, {"Attributes": {"available": {"N": "42"}}}))  # the balance before
 
     async def scenario() -> int | None:
         try:
@@ -276,7 +276,7 @@ def test_requests_are_signed_and_throttling_is_retried(
         finally:
             await close(ledger)
 
-    assert asyncio.run(scenario()) == 42
+    assert asyncio.run(scenario()) == 41  # after the hold of 1
     assert server.bad_signatures == 0
     assert [seen["target"] for seen in server.seen] == ["DynamoDB_20120810.UpdateItem"] * 3
     assert server.seen[0]["body"]["ConditionExpression"] == "available >= :w AND attribute_not_exists(#h)"
