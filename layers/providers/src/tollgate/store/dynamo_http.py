@@ -1,4 +1,4 @@
-"""The ledger's hot path to DynamoDB, on the event loop: the JSON protocol over aiohttp, SigV4-signed.
+"""The ledger's hot path to DynamoDB, on the event loop: the JSON protocol, SigV4-signed.
 
 A chat request makes two DynamoDB writes (the hold's ``UpdateItem`` and the settlement's
 ``TransactWriteItems``). Through boto3 each costs a hop to a worker thread and back, plus
@@ -10,10 +10,12 @@ DynamoDB's low-level JSON, so those two calls need no more than a signed POST.
 Two transports share one interface (``DynamoTransport.call(operation, params)``, ``params`` in
 DynamoDB's wire shape, which is also boto3's low-level one):
 
-* ``HttpDynamo``: aiohttp + botocore's own SigV4 signer and credential chain, standard retries
-  (throttling, 5xx, dropped connections; exponential backoff with full jitter). Errors are raised
-  as the boto3 client's own exception classes, with the modeled members (``Item``,
+* ``HttpDynamo``: a keep-alive HTTP/1.1 client for the one endpoint (``store/http1.py``), a SigV4
+  signer that matches botocore's (``store/sigv4.py``) over botocore's credential chain, standard
+  retries (throttling, 5xx, dropped connections; exponential backoff with full jitter). Errors are
+  raised as the boto3 client's own exception classes, with the modeled members (``Item``,
   ``CancellationReasons``) where botocore puts them, so callers handle both transports alike.
+  Client CPU per call, against aiohttp + botocore's signer: see ``bench/botocore_cost.py``.
 * ``ThreadedDynamo``: a boto3 client off the loop, for in-process moto (tests) and anything that
   swaps the client (the benchmark's in-memory fake when asked).
 
@@ -29,10 +31,10 @@ import json
 import random
 import re
 import uuid
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    import aiohttp
+from tollgate.store.http1 import Origin
+from tollgate.store.sigv4 import SigV4Signer
 
 _TARGET_PREFIX = "DynamoDB_20120810."
 _CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -105,67 +107,52 @@ class HttpDynamo:
         self._max_attempts = max(1, max_attempts)
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._session: aiohttp.ClientSession | None = None
+        self._signer = SigV4Signer(region=self._region, service="dynamodb")
+        self._origin: Origin | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _http(self) -> aiohttp.ClientSession:
-        import aiohttp  # on first use: the ledger's module is on every function's import path
-
+    def _http(self) -> Origin:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self._connect_timeout, sock_read=self._read_timeout
-                ),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                raise_for_status=False,
+        if self._origin is None or self._loop is not loop:
+            # An origin of another (finished) loop cannot be closed from this one; drop it.
+            self._origin = Origin(
+                self._url, connect_timeout=self._connect_timeout, read_timeout=self._read_timeout
             )
             self._loop = loop
-        return self._session
+        return self._origin
 
-    def _signed_headers(self, operation: str, body: bytes) -> dict[str, str]:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
+    def _signed_headers(self, origin: Origin, operation: str, body: bytes) -> dict[str, str]:
         from botocore.exceptions import NoCredentialsError
 
         credentials = self._boto_session.get_credentials()
         if credentials is None:
             raise NoCredentialsError()
-        request = AWSRequest(
-            method="POST",
-            url=self._url,
-            data=body,
+        return self._signer.sign(
+            credentials.get_frozen_credentials(),
+            host=origin.host,
             headers={"Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET_PREFIX + operation},
+            body=body,
         )
-        SigV4Auth(credentials.get_frozen_credentials(), "dynamodb", self._region).add_auth(request)
-        return dict(request.headers.items())
 
     async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        from aiohttp import ClientError
-
         if operation == "TransactWriteItems" and "ClientRequestToken" not in params:
             params = {**params, "ClientRequestToken": str(uuid.uuid4())}  # one token for every retry
         body = json.dumps(params, separators=(",", ":")).encode()
         for attempt in range(self._max_attempts):
             last = attempt + 1 == self._max_attempts
-            try:
-                async with self._http().post(
-                    self._url, data=body, headers=self._signed_headers(operation, body)
-                ) as response:
-                    status = response.status
-                    raw = await response.read()
-            except (ClientError, TimeoutError):
+            origin = self._http()
+            try:  # signed for each attempt: a retry after a backoff carries a fresh date
+                response = await origin.post("/", self._signed_headers(origin, operation, body), body)
+            except (OSError, TimeoutError):  # http1.TransportError is an OSError
                 if last:
                     raise
                 await self._backoff(attempt)
                 continue
-            if status == 200:
-                parsed: dict[str, Any] = json.loads(raw) if raw else {}
+            if response.status == 200:
+                parsed: dict[str, Any] = json.loads(response.body) if response.body else {}
                 return parsed
-            error, code = self._error(operation, status, raw)
-            if last or not (status >= 500 or code in RETRYABLE_CODES):
+            error, code = self._error(operation, response.status, response.body)
+            if last or not (response.status >= 500 or code in RETRYABLE_CODES):
                 raise error
             await self._backoff(attempt)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
@@ -197,6 +184,6 @@ class HttpDynamo:
         await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not a secret
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        if self._origin is not None:
+            await self._origin.close()
+        self._origin = None

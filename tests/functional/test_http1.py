@@ -1,0 +1,578 @@
+"""The ledger's HTTP/1.1 client (``tollgate.store.http1``) against real loopback servers that
+answer with raw bytes: framing, keep-alive and its failures, bounds, refusals, timeouts,
+cancellation and TLS verification."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tollgate.store.http1 import Origin, TransportError
+
+Handler = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+class RawServer:
+    """A loopback server on its own thread and loop; connection ``n`` (from 0) is served by
+    ``handler(server, reader, writer, n)``. Records every request it read."""
+
+    def __init__(self, handler: Handler, *, tls: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.tls = tls
+        self.connections = 0
+        self.open = 0
+        self.most_open = 0
+        self.requests: list[tuple[str, bytes]] = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        """One request's body (after its head), or None when the client closed the connection."""
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("ascii")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        length = next(
+            int(line.split(":", 1)[1])
+            for line in head.split("\r\n")
+            if line.lower().startswith("content-length:")
+        )
+        body = await reader.readexactly(length)
+        self.requests.append((head, body))
+        return body
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = self.connections
+        self.connections += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await self.handler(self, reader, writer, number)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+    def __enter__(self) -> RawServer:
+        def run() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls))
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            loop.run_forever()
+            server.close()
+            handlers = asyncio.all_tasks(loop)
+            for task in handlers:
+                task.cancel()
+            if handlers:
+                loop.run_until_complete(asyncio.wait(handlers))
+            loop.run_until_complete(server.wait_closed())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def origin(self, **options: Any) -> Origin:
+        scheme = "https" if self.tls else "http"
+        options.setdefault("connect_timeout", 2.0)
+        options.setdefault("read_timeout", 2.0)
+        return Origin(f"{scheme}://127.0.0.1:{self.port}", **options)
+
+
+def answer(body: bytes = b'{"ok":true}', *, status: str = "200 OK", extra: str = "") -> bytes:
+    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def serving(*answers: bytes, then_close: bool = False) -> Handler:
+    """Answers each request of every connection with the next of ``answers`` (the last repeats)."""
+
+    async def handler(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
+    ) -> None:
+        index = 0
+        while await server.read_request(reader) is not None:
+            writer.write(answers[min(index, len(answers) - 1)])
+            await writer.drain()
+            index += 1
+            if then_close:
+                return
+
+    return handler
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RawServer]]:
+    started: list[RawServer] = []
+
+    def start(handler: Handler, **options: Any) -> RawServer:
+        server = RawServer(handler, **options).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__()
+
+
+def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+async def post_all(origin: Origin, count: int, body: bytes = b"{}") -> list[Any]:
+    try:
+        return [await origin.post("/", {"Content-Type": "application/json"}, body) for _ in range(count)]
+    finally:
+        await origin.close()
+
+
+# -- framing and keep-alive ------------------------------------------------------------------------
+
+
+def test_requests_share_one_kept_alive_connection(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer(b'{"n":1}', extra="X-Amzn-RequestId: abc\r\n")))
+    origin = server.origin()
+
+    responses = run(lambda: post_all(origin, 3, b'{"a":1}'))
+
+    assert [(r.status, r.body, r.headers["x-amzn-requestid"]) for r in responses] == [
+        (200, b'{"n":1}', "abc")
+    ] * 3
+    assert server.connections == 1
+    head, body = server.requests[0]
+    assert head.startswith("POST / HTTP/1.1\r\n") and body == b'{"a":1}'
+    assert f"Host: 127.0.0.1:{server.port}\r\n" in head and "Content-Length: 7\r\n" in head
+
+
+def test_a_chunked_answer_split_across_packets_is_decoded(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while await server.read_request(reader) is not None:
+            for piece in [
+                b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\n{"a":',
+                b"\r\n",
+                b"3\r\n12}\r",
+                b"\n0\r\nX-Trailer: t\r\n\r\n",
+            ]:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+    server = serve(handler)
+
+    responses = run(lambda: post_all(server.origin(), 2))
+
+    assert [r.body for r in responses] == [b'{"a":12}'] * 2
+    assert server.connections == 1
+
+
+def test_an_answer_framed_by_the_connection_ending_is_read_whole(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", then_close=True))
+
+    responses = run(lambda: post_all(server.origin(), 2))
+
+    assert [r.body for r in responses] == [b"until the end"] * 2
+    assert server.connections == 2  # such a connection is never reused
+
+
+def test_an_interim_answer_is_skipped(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"real")))
+
+    (response,) = run(lambda: post_all(server.origin(), 1))
+
+    assert (response.status, response.body) == (200, b"real")
+
+
+def test_connection_close_from_the_server_is_honoured(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer(extra="Connection: close\r\n")))
+
+    run(lambda: post_all(server.origin(), 2))
+
+    assert server.connections == 2
+
+
+def test_bytes_past_the_answer_retire_the_connection(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer(b"one") + answer(b"unasked")))
+
+    responses = run(lambda: post_all(server.origin(), 2))
+
+    assert [r.body for r in responses] == [b"one", b"one"]
+    assert server.connections == 2
+
+
+def test_bytes_arriving_between_exchanges_retire_the_connection(serve) -> None:  # type: ignore[no-untyped-def]
+    """Else they would be read as the answer to the next request."""
+
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while await server.read_request(reader) is not None:
+            writer.write(answer(b"asked"))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(answer(b"unasked"))
+
+    server = serve(handler)
+
+    async def scenario() -> list[Any]:
+        origin = server.origin()
+        try:
+            first = await origin.post("/", {}, b"1")
+            await asyncio.sleep(0.15)
+            return [first, await origin.post("/", {}, b"2")]
+        finally:
+            await origin.close()
+
+    assert [r.body for r in run(scenario)] == [b"asked", b"asked"]
+    assert server.connections == 2
+
+
+def test_error_statuses_are_answers(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer(b'{"__type":"x#ThrottlingException"}', status="400 Bad Request")))
+
+    (response,) = run(lambda: post_all(server.origin(), 1))
+
+    assert (response.status, response.body) == (400, b'{"__type":"x#ThrottlingException"}')
+
+
+# -- failures ---------------------------------------------------------------------------------------
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_once(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer(b"fresh"), then_close=True))
+
+    async def scenario() -> list[Any]:
+        origin = server.origin()
+        first = await origin.post("/", {}, b"1")
+        await asyncio.sleep(0.05)  # the server has closed the kept connection meanwhile
+        try:
+            return [first, await origin.post("/", {}, b"2")]
+        finally:
+            await origin.close()
+
+    responses = run(scenario)
+
+    assert [r.body for r in responses] == [b"fresh", b"fresh"]
+    assert [body for _, body in server.requests] == [b"1", b"2"]  # the second sent once, on a new one
+
+
+def test_a_request_dropped_on_a_reused_connection_is_sent_once_more_on_a_new_one(serve) -> None:  # type: ignore[no-untyped-def]
+    """The race a pool cannot see coming: the server closes a kept connection as the request
+    leaves. It is sent again once, on a new connection; dropped there too, it is an error."""
+
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        served = 0
+        while (body := await server.read_request(reader)) is not None:
+            if body == b"drop always" or (served and body == b"drop once"):
+                return  # closes without answering
+            writer.write(answer(b"answer to " + body))
+            await writer.drain()
+            served += 1
+
+    server = serve(handler)
+
+    async def scenario(second: bytes) -> Any:
+        origin = server.origin()
+        try:
+            await origin.post("/", {}, b"first")
+            return await origin.post("/", {}, second)
+        finally:
+            await origin.close()
+
+    assert run(lambda: scenario(b"drop once")).body == b"answer to drop once"
+    assert [body for _, body in server.requests] == [b"first", b"drop once", b"drop once"]
+    server.requests.clear()
+    with pytest.raises(TransportError):
+        run(lambda: scenario(b"drop always"))
+    assert [body for _, body in server.requests] == [b"first", b"drop always", b"drop always"]
+
+
+def test_a_connection_lost_mid_answer_fails_and_is_not_retried(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npartial", then_close=True))
+
+    with pytest.raises(TransportError, match="lost mid-answer"):
+        run(lambda: post_all(server.origin(), 1))
+    assert len(server.requests) == 1
+
+
+def test_an_answer_framed_by_the_connection_ending_is_refused_when_it_is_reset(serve) -> None:  # type: ignore[no-untyped-def]
+    """A reset is not an end: the body may be cut short."""
+
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\ncut sho")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        writer.transport.abort()  # with a zero linger: a reset
+
+    server = serve(handler)
+
+    with pytest.raises(TransportError, match="lost mid-answer"):
+        run(lambda: post_all(server.origin(), 1))
+
+
+def test_a_new_connection_closed_before_answering_fails_and_is_not_retried(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        await server.read_request(reader)
+
+    server = serve(handler)
+
+    with pytest.raises(TransportError):
+        run(lambda: post_all(server.origin(), 1))
+    assert len(server.requests) == 1
+
+
+def test_a_refused_connection_is_a_transport_error() -> None:
+    origin = Origin("http://127.0.0.1:9", connect_timeout=2, read_timeout=2)
+
+    with pytest.raises(TransportError, match="could not connect"):
+        run(lambda: post_all(origin, 1))
+
+
+def test_a_silent_server_times_out_and_its_connection_is_dropped(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while await server.read_request(reader) is not None:
+            if number == 0:
+                await asyncio.sleep(5)  # never answers in time
+            writer.write(answer(b"second connection"))
+
+    server = serve(handler)
+
+    async def scenario() -> Any:
+        origin = server.origin(read_timeout=0.2)
+        try:
+            with pytest.raises(TimeoutError):
+                await origin.post("/", {}, b"1")
+            return await origin.post("/", {}, b"2")
+        finally:
+            await origin.close()
+
+    assert run(scenario).body == b"second connection"
+
+
+def test_a_cancelled_exchange_closes_its_connection(serve) -> None:  # type: ignore[no-untyped-def]
+    """Its answer may still come: the connection is closed at once, so that answer can never be
+    read as the next request's."""
+    hung_up: list[int] = []
+
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while (body := await server.read_request(reader)) is not None:
+            if body == b"slow":
+                try:
+                    if await asyncio.wait_for(reader.read(1), 1.0) == b"":
+                        hung_up.append(number)
+                        return
+                except TimeoutError:
+                    pass
+            writer.write(answer(b"answer to " + body))
+            await writer.drain()
+
+    server = serve(handler)
+
+    async def scenario() -> Any:
+        origin = server.origin()
+        try:
+            await origin.post("/", {}, b"warm")
+            slow = asyncio.create_task(origin.post("/", {}, b"slow"))
+            await asyncio.sleep(0.1)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            return await origin.post("/", {}, b"next")
+        finally:
+            await origin.close()
+
+    assert run(scenario).body == b"answer to next"
+    assert hung_up == [0] and server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"HTTP/2 200 OK\r\n\r\n", "status line"),
+        (b"ICY 200 OK\r\nContent-Length: 0\r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\nBad Header\r\nContent-Length: 0\r\n\r\n", "malformed header"),
+        (b"HTTP/1.1 200 OK\r\n folded: x\r\nContent-Length: 0\r\n\r\n", "malformed header"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nx", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "transfer coding"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n", "chunk"),
+    ],
+)
+def test_malformed_answers_are_refused(serve, raw: bytes, problem: str) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(raw))
+
+    with pytest.raises(TransportError, match=problem):
+        run(lambda: post_all(server.origin(), 1))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"40\r\n"
+        + b"x" * 64
+        + b"\r\n"
+        + b"40\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 101,
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * 70_000 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Endless: " + b"x" * 70_000,
+    ],
+    ids=["length", "chunked", "until-close", "header-block", "endless-header"],
+)
+def test_answers_over_the_bounds_are_refused(serve, raw: bytes) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(raw, then_close=True))
+
+    with pytest.raises(TransportError, match="too large"):
+        run(lambda: post_all(server.origin(max_body=100), 1))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Amz-Target": "a\r\nX-Injected: 1"},
+        {"X-Amz-Target": "a\nb"},
+        {"X-Amz-Target": "a\x00"},
+        {"Bad Name": "x"},
+        {"Host": "elsewhere"},
+        {"Content-Length": "1"},
+        {"X-Amz-Target": "caf\u00e9"},
+    ],
+)
+def test_headers_http_cannot_carry_are_refused_before_sending(serve, headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer()))
+
+    async def scenario() -> None:
+        origin = server.origin()
+        try:
+            await origin.post("/", headers, b"{}")
+        finally:
+            await origin.close()
+
+    with pytest.raises(ValueError, match="header"):
+        run(scenario)
+    assert server.connections == 0
+
+
+def test_no_more_than_limit_connections_are_open_at_once(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while await server.read_request(reader) is not None:
+            await asyncio.sleep(0.05)
+            writer.write(answer())
+
+    server = serve(handler)
+
+    async def scenario() -> None:
+        origin = server.origin(limit=2)
+        try:
+            await asyncio.gather(*(origin.post("/", {}, b"{}") for _ in range(6)))
+        finally:
+            await origin.close()
+
+    run(scenario)
+    assert len(server.requests) == 6 and server.most_open == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://h", "http://", "http://user:pw@h", "https://h/path", "https://h/?q=1", "https://h/#f"],
+)
+def test_origins_are_only_scheme_host_and_port(url: str) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        Origin(url, connect_timeout=1, read_timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://dynamodb.us-east-1.amazonaws.com", "dynamodb.us-east-1.amazonaws.com"),
+        ("https://DynamoDB.example.com:443/", "dynamodb.example.com"),
+        ("http://localhost:80", "localhost"),
+        ("http://127.0.0.1:8000", "127.0.0.1:8000"),
+        ("http://[::1]:8000", "[::1]:8000"),
+    ],
+)
+def test_the_host_header_omits_a_default_port(url: str, host: str) -> None:
+    assert Origin(url, connect_timeout=1, read_timeout=1).host == host
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (and its key), as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tollgate test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return folder / "cert.pem", folder / "key.pem"
+
+
+@pytest.fixture
+def tls_server(serve, certificate: tuple[Path, Path]) -> RawServer:  # type: ignore[no-untyped-def]
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return serve(serving(answer(b"over tls")), tls=context)  # type: ignore[no-any-return]
+
+
+def test_an_untrusted_certificate_is_refused(tls_server: RawServer) -> None:
+    with pytest.raises(TransportError, match="SSLCertVerificationError"):
+        run(lambda: post_all(tls_server.origin(), 1))
+    assert tls_server.requests == []
+
+
+def test_a_trusted_certificate_carries_requests(
+    tls_server: RawServer, certificate: tuple[Path, Path]
+) -> None:
+    trusted = ssl.create_default_context(cafile=str(certificate[0]))
+
+    responses = run(lambda: post_all(tls_server.origin(ssl_context=trusted), 2))
+
+    assert [r.body for r in responses] == [b"over tls"] * 2
+    assert tls_server.connections == 1
