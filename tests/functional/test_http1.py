@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from tollgate.store.http1 import Origin, TransportError
 
@@ -133,8 +134,20 @@ def serve() -> Iterator[Callable[..., RawServer]]:
         server.__exit__()
 
 
+_RUNNERS: dict[str, Callable[[Any], Any]] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+_runner: list[Callable[[Any], Any]] = [asyncio.run]
+
+
+@pytest.fixture(autouse=True, params=sorted(_RUNNERS))
+def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test on both loops: the gateway runs on asyncio's, the stream function on uvloop's."""
+    _runner[0] = _RUNNERS[request.param]
+    yield
+    _runner[0] = asyncio.run
+
+
 def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
-    return asyncio.run(scenario())  # type: ignore[arg-type]
+    return _runner[0](scenario())
 
 
 async def post_all(origin: Origin, count: int, body: bytes = b"{}") -> list[Any]:

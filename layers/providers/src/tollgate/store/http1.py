@@ -32,7 +32,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 _HEAD_LIMIT: Final = 64 * 1024
@@ -204,8 +204,7 @@ class _Connection(asyncio.Protocol):
         return not self._lost and self._transport is not None and not self._transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass asyncio's
 
     async def exchange(self, request: bytes) -> tuple[Response, bool]:
         assert self._transport is not None, "not connected"
