@@ -7,7 +7,7 @@ settlement's ``TransactWriteItems``) three ways, each timed per call (median):
   canned response (validation, serialisation, SigV4 signing and parsing run; no network). This
   was the hot path until the ledger got its own transport, and is still the sweeper's path.
 * ``http``: the transport the request path uses (``tollgate.store.dynamo_http.HttpDynamo``: JSON,
-  SigV4, an aiohttp POST) against a loopback endpoint in another process (pinned to the other
+  SigV4, a keep-alive HTTP/1.1 POST) against a loopback endpoint in another process (pinned to the other
   core) that answers at once; ``cpu_us`` is this process's CPU per call, network syscalls included.
   The same endpoint is then called through boto3 (``boto3_over_loopback_*``), as the request path
   did before, for a like-for-like comparison of CPU per call.

@@ -1272,8 +1272,8 @@ class InlineTransport:
     called on the event loop: what remains is Tollgate's own cost. The round trip the fake models
     with ``latency`` is awaited here, not slept, as a real network call would be.
 
-    The transport's own cost in production (SigV4 + JSON + an aiohttp POST) is measured apart, by
-    ``bench/transport_cost.py``."""
+    The transport's own cost in production (SigV4 + JSON + an HTTP POST) is measured apart, by
+    ``bench/botocore_cost.py``."""
 
     def __init__(self, fake: FakeDynamoDB) -> None:
         self._fake = fake

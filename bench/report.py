@@ -495,10 +495,11 @@ def _other_tables(results: dict[str, Any]) -> list[str]:
             "The ledger's two calls per request, timed three ways (`bench/botocore_cost.py`, median of "
             f"{botocore.get('calls')}, core 0): through boto3 whose `before-send` hook answers at once (validation, "
             "serialisation, signing and parsing; no network), through the transport the request path uses "
-            "(`tollgate.store.dynamo_http`: JSON, SigV4 and an aiohttp POST to a loopback endpoint served from core 1), "
+            "(`tollgate.store.dynamo_http`: JSON, SigV4 and a keep-alive HTTP/1.1 POST to a loopback endpoint served "
+            "from core 1), "
             "and on the in-memory fake. In AWS each call also waits a network round trip.",
             "",
-            "| Call | boto3, no network | JSON over aiohttp, loopback | in-memory fake |",
+            "| Call | boto3, no network | the ledger's transport, loopback | in-memory fake |",
             "| --- | --- | --- | --- |",
             f"| hold (`UpdateItem`) | {_f(real.get('hold_update_item_us'), 0, ' µs')} "
             f"| {_f(http.get('hold_update_item_us'), 0, ' µs')} | {_f(fake.get('hold_update_item_us'), 0, ' µs')} |",
@@ -510,7 +511,7 @@ def _other_tables(results: dict[str, Any]) -> list[str]:
         if http.get("cpu_us_per_call") is not None:
             lines += [
                 f"Client CPU per call against the same loopback endpoint: **{_f(http.get('cpu_us_per_call'), 0, ' µs')}** "
-                f"through the aiohttp transport, {_f(http.get('boto3_over_loopback_cpu_us_per_call'), 0, ' µs')} through "
+                f"through the ledger's transport, {_f(http.get('boto3_over_loopback_cpu_us_per_call'), 0, ' µs')} through "
                 "boto3 (its network I/O included).",
                 "",
             ]
