@@ -202,7 +202,8 @@ def test_every_call_tollgate_makes_is_answered_as_moto_answers_it(monkeypatch: p
 
 
 def test_conditional_holds_never_overdraw_under_concurrency() -> None:
-    from tollgate.store.ledger import AccountRef, DynamoLedger, Hold
+    from tests.support.records import credit_hold
+    from tollgate.store.ledger import AccountRef, DynamoLedger
 
     fake = FakeDynamoDB()
     tollgate_tables(fake, table_names())
@@ -218,15 +219,7 @@ def test_conditional_holds_never_overdraw_under_concurrency() -> None:
     barrier = threading.Barrier(20)
 
     def hold(number: int) -> None:
-        request = Hold(
-            request_id=f"r{number}",
-            tenant_id="acme",
-            key_id="k",
-            model="m",
-            amount_micros=1_000,
-            created_at_ms=1,
-            expires_at_ms=2,
-        )
+        request = credit_hold(f"r{number}", 1_000)
         barrier.wait()
         try:
             ledger.hold_account(AccountRef.credits("acme"), request, now_ms=1)

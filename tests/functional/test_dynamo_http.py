@@ -24,12 +24,12 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.support.records import usage_record
+from tests.support.records import credit_hold, usage_record
 from tollgate.errors import InsufficientCreditsError, ServiceUnavailableError
 from tollgate.local.bootstrap import create_table
 from tollgate.local.runner import start_moto
 from tollgate.store.dynamo_http import HttpDynamo
-from tollgate.store.ledger import AccountRef, DynamoLedger, Hold, Settlement
+from tollgate.store.ledger import AccountRef, DynamoLedger, Settlement
 from tollgate.store.records import UsageRecord
 from tollgate.store.schema import LEDGER, USAGE
 
@@ -68,19 +68,6 @@ def ledger(
     )
 
 
-def a_hold(request_id: str, amount: int) -> Hold:
-    return Hold(
-        request_id=request_id,
-        tenant_id="acme",
-        key_id="k1",
-        model="m",
-        amount_micros=amount,
-        created_at_ms=1_000,
-        expires_at_ms=2_000,
-        accounts=(AccountRef.credits("acme"),),
-    )
-
-
 def usage(request_id: str) -> UsageRecord:
     return usage_record(request_id, 1_000, model="m", provider=None, latency_ms=3)
 
@@ -94,11 +81,19 @@ def test_holds_are_conditional_and_idempotent_per_request(ledger: DynamoLedger) 
 
     async def scenario() -> tuple[int | None, int | None, int | None]:
         try:
-            first = await ledger.hold_account_async(AccountRef.credits("acme"), a_hold("r1", 6_000), now_ms=1)
-            again = await ledger.hold_account_async(AccountRef.credits("acme"), a_hold("r1", 6_000), now_ms=1)
+            first = await ledger.hold_account_async(
+                AccountRef.credits("acme"), credit_hold("r1", 6_000), now_ms=1
+            )
+            again = await ledger.hold_account_async(
+                AccountRef.credits("acme"), credit_hold("r1", 6_000), now_ms=1
+            )
             with pytest.raises(InsufficientCreditsError):
-                await ledger.hold_account_async(AccountRef.credits("acme"), a_hold("r2", 6_000), now_ms=1)
-            third = await ledger.hold_account_async(AccountRef.credits("acme"), a_hold("r3", 4_000), now_ms=1)
+                await ledger.hold_account_async(
+                    AccountRef.credits("acme"), credit_hold("r2", 6_000), now_ms=1
+                )
+            third = await ledger.hold_account_async(
+                AccountRef.credits("acme"), credit_hold("r3", 4_000), now_ms=1
+            )
             return first, again, third
         finally:
             await close(ledger)
@@ -114,7 +109,7 @@ def test_holds_are_conditional_and_idempotent_per_request(ledger: DynamoLedger) 
 
 def test_settlement_happens_once_and_balances(ledger: DynamoLedger) -> None:
     ledger.credit("acme", 10_000, kind="topup", idempotency_key="t1", now_ms=1)
-    hold = a_hold("r1", 6_000)
+    hold = credit_hold("r1", 6_000)
     settlement = Settlement(hold=hold, charge_micros=2_500, usage=usage("r1"), entry=True)
 
     async def scenario() -> tuple[bool, bool]:
@@ -136,7 +131,7 @@ def test_concurrent_holds_never_overdraw(ledger: DynamoLedger) -> None:
     async def scenario() -> list[int | BaseException | None]:
         try:
             holds = [
-                ledger.hold_account_async(AccountRef.credits("acme"), a_hold(f"r{n}", 1_000), now_ms=1)
+                ledger.hold_account_async(AccountRef.credits("acme"), credit_hold(f"r{n}", 1_000), now_ms=1)
                 for n in range(20)
             ]
             return await asyncio.gather(*holds, return_exceptions=True)
@@ -168,7 +163,7 @@ def refused_hold(ledger: DynamoLedger) -> ServiceUnavailableError:
 
     async def scenario() -> None:
         try:
-            await ledger.hold_account_async(AccountRef.credits("acme"), a_hold("r1", 1), now_ms=1)
+            await ledger.hold_account_async(AccountRef.credits("acme"), credit_hold("r1", 1), now_ms=1)
         finally:
             await close(ledger)
 
@@ -272,7 +267,7 @@ def test_requests_are_signed_and_throttling_is_retried(
 
     async def scenario() -> int | None:
         try:
-            return await ledger.hold_account_async(AccountRef.credits("acme"), a_hold("r1", 1), now_ms=1)
+            return await ledger.hold_account_async(AccountRef.credits("acme"), credit_hold("r1", 1), now_ms=1)
         finally:
             await close(ledger)
 
@@ -294,7 +289,7 @@ def test_a_settlement_retry_reuses_its_client_request_token(
     scripted_ledger: tuple[ScriptedDynamo, DynamoLedger],
 ) -> None:
     server, ledger = scripted_ledger
-    settlement = Settlement(hold=a_hold("r1", 10), charge_micros=5, usage=usage("r1"), entry=True)
+    settlement = Settlement(hold=credit_hold("r1", 10), charge_micros=5, usage=usage("r1"), entry=True)
 
     async def scenario() -> bool:
         try:

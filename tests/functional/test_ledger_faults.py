@@ -207,7 +207,8 @@ def test_unused_starter_credits_expire_once(ready):
 def test_a_hold_reports_the_credits_it_left_without_echoing_itself(ready):  # type: ignore[no-untyped-def]
     """The hold's answer is the balance after it; DynamoDB is asked for the old values of what it
     updated, so the hold's own map (new) does not travel back on every request."""
-    from tollgate.store.ledger import AccountRef, Hold
+    from tests.support.records import credit_hold
+    from tollgate.store.ledger import AccountRef
 
     ledger = ready.ledger
     before = ledger.account("acme").available_micros
@@ -221,15 +222,7 @@ def test_a_hold_reports_the_credits_it_left_without_echoing_itself(ready):  # ty
         return answer
 
     ledger._call = recording
-    hold = Hold(
-        request_id="req_answer",
-        tenant_id="acme",
-        key_id="k",
-        model="fake/echo",
-        amount_micros=1_234,
-        created_at_ms=1,
-        expires_at_ms=2,
-    )
+    hold = credit_hold("req_answer", 1_234)
 
     left = ledger.hold_account(AccountRef.credits("acme"), hold, now_ms=1)
 

@@ -1,9 +1,11 @@
-"""Usage records for tests: one builder, each test file naming only what its scenario changes."""
+"""Ledger records for tests (usage records, holds): one builder each, each test file naming only
+what its scenario changes."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from tollgate.store.ledger import AccountRef, Hold
 from tollgate.store.records import UsageRecord
 
 
@@ -24,3 +26,19 @@ def usage_record(request_id: str, at_ms: int, **changes: Any) -> UsageRecord:
         "created_at_ms": at_ms,
     }
     return UsageRecord.model_validate(values | changes)
+
+
+def credit_hold(request_id: str, amount_micros: int, **changes: Any) -> Hold:
+    """A hold of ``amount_micros`` on tenant ``acme``'s credits for key ``k1``'s request;
+    ``changes`` override any field."""
+    values: dict[str, Any] = {
+        "request_id": request_id,
+        "tenant_id": "acme",
+        "key_id": "k1",
+        "model": "m",
+        "amount_micros": amount_micros,
+        "created_at_ms": 1_000,
+        "expires_at_ms": 2_000,
+        "accounts": (AccountRef.credits("acme"),),
+    }
+    return Hold(**(values | changes))
