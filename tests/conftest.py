@@ -27,7 +27,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     # moto in-process intercepts botocore only: the ledger's hot path goes through boto3 here. The
-    # default transport (DynamoDB's JSON API over ``store/http1.py``) is exercised against moto's
+    # default transport (DynamoDB's JSON API over ``tollgate/http1.py``) is exercised against moto's
     # server by the end-to-end tests and tests/functional/test_dynamo_http.py.
     monkeypatch.setenv("TOLLGATE_LEDGER_TRANSPORT", "boto")
     with mock_aws():

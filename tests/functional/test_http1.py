@@ -1,6 +1,7 @@
-"""The ledger's HTTP/1.1 client (``tollgate.store.http1``) against real loopback servers that
-answer with raw bytes: framing, keep-alive and its failures, bounds, refusals, timeouts,
-cancellation and TLS verification."""
+"""Tollgate's HTTP/1.1 client (``tollgate.http1``: the ledger's DynamoDB writes, and the calls to
+providers) against real loopback servers that answer with raw bytes: framing, keep-alive and its
+failures, bodies read as they arrive and flow control, bounds, refusals, timeouts, cancellation
+and TLS verification; every test on both event loops."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from tollgate.store.http1 import Origin, TransportError
+from tollgate.http1 import Origin, TransportError
 
 Handler = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -469,6 +470,7 @@ def test_answers_over_the_bounds_are_refused(serve, raw: bytes) -> None:  # type
         {"Bad Name": "x"},
         {"Host": "elsewhere"},
         {"Content-Length": "1"},
+        {"Accept-Encoding": "gzip"},
         {"X-Amz-Target": "caf\u00e9"},
     ],
 )
@@ -589,3 +591,211 @@ def test_a_trusted_certificate_carries_requests(
 
     assert [r.body for r in responses] == [b"over tls"] * 2
     assert tls_server.connections == 1
+
+
+# -- answers read as they arrive (the provider path) ---------------------------------------------
+
+
+def test_a_body_is_read_as_it_arrives(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        await writer.drain()
+
+    server = serve(handler)
+
+    async def scenario() -> list[Any]:
+        origin = server.origin()
+        try:
+            response = await origin.open("POST", "/", {}, b"{}")
+            first = await asyncio.wait_for(response.content.readany(), 0.15)  # before the second exists
+            rest = [await response.content.readany(), await response.content.readany()]
+            response.release()
+            return [first, *rest, response.content.is_eof()]
+        finally:
+            await origin.close()
+
+    assert run(scenario) == [b"first", b"second", b"", True]
+
+
+def test_a_reader_that_falls_behind_stops_the_socket_being_read(serve) -> None:  # type: ignore[no-untyped-def]
+    """Flow control: unread bytes stay bounded, whatever the server sends; nothing is lost."""
+    size = 8 * 1024 * 1024
+
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        await server.read_request(reader)
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
+        for _ in range(size // 65536):
+            writer.write(b"x" * 65536)
+            await writer.drain()
+
+    server = serve(handler)
+
+    async def scenario() -> tuple[int, int]:
+        origin = server.origin(max_body=size)
+        try:
+            response = await origin.open("POST", "/", {}, b"{}")
+            await asyncio.sleep(0.5)  # not reading
+            buffered = response.content._buffered
+            received = len(await response.read())
+            response.release()
+            return buffered, received
+        finally:
+            await origin.close()
+
+    buffered, received = run(scenario)
+    assert received == size
+    assert buffered < 2 * 1024 * 1024  # about the high-water mark plus one read, not 8 MiB
+
+
+def test_a_stalled_body_times_out_and_its_connection_is_dropped(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while await server.read_request(reader) is not None:
+            if number == 0:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+                await writer.drain()
+                await asyncio.sleep(5)
+            writer.write(answer(b"fresh"))
+
+    server = serve(handler)
+
+    async def scenario_read() -> bytes:
+        origin = server.origin(read_timeout=0.2)
+        try:
+            response = await origin.open("POST", "/", {}, b"{}")
+            assert await response.content.readany() == b"half"
+            with pytest.raises(TimeoutError):
+                await response.content.readany()
+            response.release()
+            second = await origin.open("POST", "/", {}, b"{}")
+            body = await second.read()
+            second.release()
+            return body
+        finally:
+            await origin.close()
+
+    assert run(scenario_read) == b"fresh"
+    assert server.connections == 2
+
+
+def test_an_unfinished_body_released_closes_its_connection_and_a_whole_one_keeps_it(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while (body := await server.read_request(reader)) is not None:
+            if body == b"long":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nstart")
+            else:
+                writer.write(answer(b"short"))
+            await writer.drain()
+
+    server = serve(handler)
+
+    async def scenario() -> None:
+        origin = server.origin()
+        try:
+            whole = await origin.open("POST", "/", {}, b"short")
+            await asyncio.sleep(0.05)
+            whole.release()  # unread, but whole: the connection went back to the pool
+            again = await origin.open("POST", "/", {}, b"long")
+            again.release()  # 95 bytes short: the connection cannot be reused
+            last = await origin.open("POST", "/", {}, b"short")
+            assert await last.read() == b"short"
+            last.release()
+        finally:
+            await origin.close()
+
+    run(scenario)
+    assert server.connections == 2
+
+
+def test_a_non_idempotent_request_dropped_on_a_reused_connection_is_not_sent_again(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        served = 0
+        while await server.read_request(reader) is not None:
+            if served:
+                return  # closes without answering
+            writer.write(answer())
+            await writer.drain()
+            served += 1
+
+    server = serve(handler)
+
+    async def scenario() -> None:
+        origin = server.origin()
+        try:
+            (await origin.open("POST", "/", {}, b"first")).release()
+            await asyncio.sleep(0.01)
+            with pytest.raises(TransportError):
+                await origin.open("POST", "/", {}, b"a chat completion")
+        finally:
+            await origin.close()
+
+    run(scenario)
+    assert [body for _, body in server.requests] == [b"first", b"a chat completion"]
+
+
+def test_an_encoded_answer_is_refused(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer(b"\x1f\x8b...", extra="Content-Encoding: gzip\r\n")))
+
+    with pytest.raises(TransportError, match="content coding"):
+        run(lambda: post_all(server.origin(), 1))
+    head, _ = server.requests[0]
+    assert "Accept-Encoding: identity\r\n" in head
+
+
+def test_failed_exchanges_give_their_slots_back(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while (body := await server.read_request(reader)) is not None:
+            writer.write(b"HTTP/9 nonsense\r\n\r\n" if body == b"bad" else answer(b"good"))
+            await writer.drain()
+
+    server = serve(handler)
+
+    async def scenario() -> bytes:
+        origin = server.origin(limit=1, connect_timeout=1.0)
+        try:
+            for _ in range(3):
+                with pytest.raises(TransportError):
+                    await origin.post("/", {}, b"bad")
+            abandoned = await origin.open("POST", "/", {}, b"good")
+            abandoned.release()
+            return (await origin.post("/", {}, b"good")).body  # would wait forever for a leaked slot
+        finally:
+            await origin.close()
+
+    assert run(scenario) == b"good"
+
+
+def test_the_user_agent_is_the_origins_unless_the_caller_sets_one(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer()))
+
+    async def scenario() -> None:
+        origin = server.origin(user_agent="tollgate")
+        try:
+            await origin.post("/", {}, b"1")
+            await origin.post("/", {"User-Agent": "custom/1"}, b"2")
+        finally:
+            await origin.close()
+
+    run(scenario)
+    (first, _), (second, _) = server.requests
+    assert "User-Agent: tollgate\r\n" in first
+    assert "User-Agent: custom/1\r\n" in second and "tollgate" not in second
+
+
+def test_accept_encoding_is_identity_and_sent_once(serve) -> None:  # type: ignore[no-untyped-def]
+    server = serve(serving(answer()))
+
+    async def scenario() -> None:
+        origin = server.origin()
+        try:
+            await origin.post("/", {}, b"1")
+            await origin.post("/", {"Accept-Encoding": "identity"}, b"2")
+        finally:
+            await origin.close()
+
+    run(scenario)
+    for head, _ in server.requests:
+        assert head.lower().count("accept-encoding: identity\r\n") == 1

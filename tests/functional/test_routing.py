@@ -94,13 +94,13 @@ def dialled(services, monkeypatch) -> Counter[str]:  # type: ignore[no-untyped-d
     """How often Tollgate dialled each upstream URL: a spy on the real HTTP client (the only way
     to count attempts on a port where nothing listens)."""
     counts: Counter[str] = Counter()
-    real = services.http.request
+    real = services.http.post
 
-    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    def post(url: str, *args: Any, **kwargs: Any) -> Any:
         counts[url] += 1
-        return real(method, url, *args, **kwargs)
+        return real(url, *args, **kwargs)
 
-    monkeypatch.setattr(services.http, "request", request)
+    monkeypatch.setattr(services.http, "post", post)
     return counts
 
 

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,6 +25,7 @@ from tollgate.errors import (
     UpstreamRejectedError,
     UpstreamTimeoutError,
 )
+from tollgate.http1 import TransportError
 from tollgate.providers.base import Capability
 from tollgate.providers.http import translate_transport_error
 from tollgate.providers.openai_compat import translate_upstream_error
@@ -152,7 +152,10 @@ TABLE: dict[str, tuple[TollgateError, tuple[bool, bool, str]]] = {
     "upstream 529": (upstream(529), RETRY),
     "upstream redirect": (upstream(302), FAIL_OVER),
     "connect or read timeout": (translate_transport_error(TimeoutError(), "p"), RETRY),
-    "connection lost": (translate_transport_error(aiohttp.ServerDisconnectedError(), "p"), RETRY),
+    "connection lost": (
+        translate_transport_error(TransportError("the connection was lost mid-answer"), "p"),
+        RETRY,
+    ),
     "anthropic overloaded": (UpstreamError("o", code="upstream_overloaded"), RETRY),
     "connection refused": (UpstreamError("u", code="upstream_unreachable"), RETRY),
     "forbidden address": (UpstreamError("f", code="upstream_address_forbidden"), FAIL_OVER),

@@ -6,9 +6,7 @@ import asyncio
 import ipaddress
 import socket
 
-import aiohttp
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -168,29 +166,16 @@ def test_an_integer_ipv4_spelling_is_never_allowed(address: ipaddress.IPv4Addres
 # -- At connect time -------------------------------------------------------------------------
 
 
-class StaticResolver(AbstractResolver):
+class StaticResolver:
     """DNS as a test wants it: every name resolves to the given addresses."""
 
     def __init__(self, *addresses: str) -> None:
         self.addresses = addresses
+        self.asked: list[str] = []
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.addresses
-        ]
-
-    async def close(self) -> None:
-        pass
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        return list(self.addresses)
 
 
 @pytest.mark.parametrize(
@@ -209,51 +194,67 @@ def test_the_resolver_passes_allowed_addresses_on() -> None:
         allow_loopback=False, allow_private=False, inner=StaticResolver("93.184.216.34")
     )
 
-    [result] = asyncio.run(resolver.resolve("api.example.com", 443))
-    assert result["host"] == "93.184.216.34"
+    assert asyncio.run(resolver.resolve("api.example.com", 443)) == ["93.184.216.34"]
 
 
-async def _get_through(resolver: GuardedResolver, url: str) -> int:
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver)) as session,
-        session.get(url, allow_redirects=False) as response,
-    ):
-        return response.status
+def test_the_resolver_refuses_a_forbidden_name_without_resolving_it() -> None:
+    inner = StaticResolver("93.184.216.34")
+    resolver = GuardedResolver(allow_loopback=False, allow_private=False, inner=inner)
+
+    with pytest.raises(ForbiddenUpstreamAddressError):
+        asyncio.run(resolver.resolve("metadata.google.internal", 80))
+    assert inner.asked == []
+
+
+def test_only_checked_answers_are_cached() -> None:
+    inner = StaticResolver("169.254.169.254")
+    resolver = GuardedResolver(allow_loopback=True, allow_private=True, inner=inner, cache_seconds=60)
+
+    for _ in range(2):  # a refusal is not remembered as an answer: asked again, refused again
+        with pytest.raises(ForbiddenUpstreamAddressError):
+            asyncio.run(resolver.resolve("rebound.example", 443))
+    inner.addresses = ("93.184.216.34",)
+    assert asyncio.run(resolver.resolve("rebound.example", 443)) == ["93.184.216.34"]
+    inner.addresses = ("169.254.169.254",)
+    assert asyncio.run(resolver.resolve("rebound.example", 443)) == ["93.184.216.34"]  # cached, checked
+    assert inner.asked == ["rebound.example"] * 3
+
+
+async def _post_through(client: HttpClient, url: str) -> int:
+    try:
+        async with client.post(url, b"{}", headers={}, provider="loopback") as response:
+            return response.status
+    finally:
+        await client.close()
 
 
 def test_dns_rebinding_to_a_forbidden_address_is_refused_when_connecting() -> None:
     async def scenario() -> None:
         async with OpenAIUpstream(api_key=None) as upstream:
-            url = f"http://rebound.example:{upstream.port}/v1/models"
-            strict = GuardedResolver(
-                allow_loopback=False, allow_private=False, inner=StaticResolver("127.0.0.1")
-            )
-            relaxed = GuardedResolver(
-                allow_loopback=True, allow_private=False, inner=StaticResolver("127.0.0.1")
-            )
+            url = f"http://rebound.example:{upstream.port}/v1/chat/completions"
+            # Both pass the URL text check (a name); only what the name resolves to differs.
+            strict = HttpClient(allow_loopback=False, resolver=StaticResolver("127.0.0.1"))
+            relaxed = HttpClient(allow_loopback=True, resolver=StaticResolver("127.0.0.1"))
 
-            with pytest.raises(aiohttp.ClientConnectorError) as refused:
-                await _get_through(strict, url)
-            assert isinstance(refused.value.os_error, ForbiddenUpstreamAddressError)
-            assert await _get_through(relaxed, url) == 200  # the same server, when the policy allows it
+            with pytest.raises(UpstreamError) as refused:
+                await _post_through(strict, url)
+            assert refused.value.code == "upstream_address_forbidden"
+            assert upstream.requests == []
+            assert await _post_through(relaxed, url) != 0  # the same server, when the policy allows it
+            assert len(upstream.requests) == 1
 
     asyncio.run(scenario())
 
 
-def test_the_clients_session_resolves_localhost_through_the_guard() -> None:
+def test_the_connection_goes_to_the_checked_address() -> None:
+    """The name is not resolved a second time by the socket layer: no window for rebinding."""
+
     async def scenario() -> None:
         async with OpenAIUpstream(api_key=None) as upstream:
-            strict, local = HttpClient(allow_loopback=False), HttpClient(allow_loopback=True)
-            try:
-                # Straight through the session: past the URL text check, so only the resolver decides.
-                with pytest.raises(aiohttp.ClientConnectorError) as refused:
-                    await strict.session().get(f"http://localhost:{upstream.port}/v1/models")
-                assert isinstance(refused.value.os_error, ForbiddenUpstreamAddressError)
-                async with local.session().get(f"http://localhost:{upstream.port}/v1/models") as response:
-                    assert response.status == 200
-            finally:
-                await strict.close()
-                await local.close()
+            # "rebound.example" does not exist: only the checked answer can reach the server.
+            client = HttpClient(allow_loopback=True, resolver=StaticResolver("127.0.0.1"))
+            assert await _post_through(client, f"http://rebound.example:{upstream.port}/v1/chat/completions")
+            assert upstream.requests[0].headers["Host"] == f"rebound.example:{upstream.port}"
 
     asyncio.run(scenario())
 

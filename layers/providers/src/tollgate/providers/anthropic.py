@@ -40,8 +40,6 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
-
 from tollgate.errors import InvalidRequestError, TollgateError, UpstreamError
 from tollgate.providers.base import USAGE_SOURCE_MARKER, Capability, ChatResult, Usage
 
@@ -60,6 +58,7 @@ from tollgate.sse import SSEDecoder
 from tollgate.tokens import estimate_prompt_tokens, estimate_tokens
 
 if TYPE_CHECKING:
+    from tollgate.http1 import StreamedResponse as UpstreamResponse
     from tollgate.providers.base import EmbeddingResult, ImageResult
     from tollgate.providers.http import HttpClient
     from tollgate.providers.presets import Preset
@@ -1007,13 +1006,13 @@ class AnthropicProvider:
             code="unsupported_model",
         )
 
-    async def _error(self, response: aiohttp.ClientResponse) -> TollgateError:
+    async def _error(self, response: UpstreamResponse) -> TollgateError:
         body = await read_capped(response, ERROR_BODY_LIMIT)
         return translate_upstream_error(
             response.status, body, response.headers, provider=self._name, secrets=self._secrets
         )
 
-    async def _not_a_stream(self, response: aiohttp.ClientResponse) -> TollgateError:
+    async def _not_a_stream(self, response: UpstreamResponse) -> TollgateError:
         body = await read_capped(response, ERROR_BODY_LIMIT)
         try:
             parsed = _loads(body)

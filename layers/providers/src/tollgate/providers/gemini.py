@@ -77,8 +77,7 @@ from tollgate.sse import SSEDecoder
 from tollgate.tokens import estimate_tokens
 
 if TYPE_CHECKING:
-    import aiohttp
-
+    from tollgate.http1 import StreamedResponse as UpstreamResponse
     from tollgate.providers.http import HttpClient
     from tollgate.providers.presets import Preset
     from tollgate.schemas.openai import (
@@ -1460,13 +1459,13 @@ class GeminiProvider:
         except ValueError:
             raise UpstreamError(f"The provider '{self._name}' sent a malformed stream event.") from None
 
-    async def _error(self, response: aiohttp.ClientResponse) -> TollgateError:
+    async def _error(self, response: UpstreamResponse) -> TollgateError:
         body = await read_capped(response, ERROR_BODY_LIMIT)
         return translate_gemini_error(
             response.status, body, response.headers, provider=self._name, secrets=self._secrets
         )
 
-    async def _not_a_stream(self, response: aiohttp.ClientResponse) -> TollgateError:
+    async def _not_a_stream(self, response: UpstreamResponse) -> TollgateError:
         error = _error_object(await read_capped(response, ERROR_BODY_LIMIT))
         if error:
             return _reported_error(error, f"The provider '{self._name}' reported an error", self._secrets)

@@ -1,8 +1,8 @@
 """The process-wide upstream HTTP client and the outbound URL guard.
 
-One ``aiohttp.ClientSession`` per process, created on first use inside the running event loop
-(never at import) and recreated if the loop changed or the session was closed. Every adapter that
-speaks HTTP shares it through ``HttpClient``::
+One pool of keep-alive connections per provider origin (``tollgate.http1``), created on first use
+inside the running event loop (never at import) and recreated if the loop changed. Every adapter
+that speaks HTTP shares it through ``HttpClient``::
 
     client = HttpClient(allow_loopback=False, allow_private=False, connect_timeout=10, read_timeout=300)
     async with client.post(url, body, headers=headers, provider="openai") as response:
@@ -10,10 +10,10 @@ speaks HTTP shares it through ``HttpClient``::
     await client.close()  # at shutdown
 
 Outbound URLs are checked twice. ``check_upstream_url`` is a pure check of the URL text (run when
-an admin saves a base URL, and again, cached, before each request: aiohttp connects to IP
-literals without asking a resolver). ``GuardedResolver`` checks every address a hostname resolves
-to at connect time, so a name that later resolves to the metadata endpoint (DNS rebinding) is
-refused. Redirects are never followed; a 3xx from a provider is an error.
+an admin saves a base URL, and again, cached, before each request). ``GuardedResolver`` checks the
+host and every address it resolves to each time a connection is made, and the connection is made
+to the address it checked, so a name that later resolves to the metadata endpoint (DNS rebinding)
+is refused. Redirects are never followed; a 3xx from a provider is an error.
 """
 
 from __future__ import annotations
@@ -22,17 +22,16 @@ import asyncio
 import ipaddress
 import re
 import socket
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-import aiohttp
 import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 from tollgate.errors import InvalidRequestError, TollgateError, UpstreamError, UpstreamTimeoutError
+from tollgate.http1 import ConnectError, Origin, Resolver, StreamedResponse, SystemResolver
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -41,6 +40,7 @@ __all__ = [
     "ForbiddenUpstreamAddressError",
     "GuardedResolver",
     "HttpClient",
+    "UpstreamResponse",
     "address_problem",
     "check_resolved_url",
     "check_upstream_url",
@@ -250,36 +250,42 @@ def check_resolved_url(
 
 
 class ForbiddenUpstreamAddressError(OSError):
-    """A provider's host name resolved to an address Tollgate must not connect to.
-
-    An ``OSError`` so aiohttp reports it like any failed resolution (``ClientConnectorDNSError``).
-    """
+    """A provider's host name resolved to an address Tollgate must not connect to."""
 
 
-class GuardedResolver(AbstractResolver):
-    """Wraps aiohttp's default resolver and refuses forbidden resolved addresses.
+class GuardedResolver:
+    """Resolves a provider's host through ``inner`` and refuses forbidden addresses.
 
     A name is refused if any of its addresses is forbidden: a name that mixes public and
-    metadata addresses is an attack, not a configuration to work around.
+    metadata addresses is an attack, not a configuration to work around. Checked answers are kept
+    ``cache_seconds``; the connection is made to an address from the checked answer.
     """
 
     def __init__(
-        self, *, allow_loopback: bool, allow_private: bool, inner: AbstractResolver | None = None
+        self,
+        *,
+        allow_loopback: bool,
+        allow_private: bool,
+        inner: Resolver | None = None,
+        cache_seconds: float = 0.0,
     ) -> None:
         self._allow_loopback = allow_loopback
         self._allow_private = allow_private
-        self._inner: AbstractResolver = inner if inner is not None else DefaultResolver()
+        self._inner: Resolver = inner if inner is not None else SystemResolver()
+        self._cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
+    async def resolve(self, host: str, port: int) -> list[str]:
         problem = _host_problem(host, allow_loopback=self._allow_loopback, allow_private=self._allow_private)
         if problem is not None:
             raise ForbiddenUpstreamAddressError(problem)
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
+        cached = self._cache.get((host, port))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        addresses = await self._inner.resolve(host, port)
+        for address in addresses:
             try:
-                ip = ipaddress.ip_address(result["host"].split("%", 1)[0])
+                ip = ipaddress.ip_address(address.split("%", 1)[0])
             except ValueError:
                 raise ForbiddenUpstreamAddressError("the host resolved to an unreadable address") from None
             problem = address_problem(
@@ -287,10 +293,11 @@ class GuardedResolver(AbstractResolver):
             )
             if problem is not None:
                 raise ForbiddenUpstreamAddressError(problem)
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
+        if self._cache_seconds > 0:
+            if len(self._cache) >= 1024:
+                self._cache.clear()
+            self._cache[(host, port)] = (time.monotonic() + self._cache_seconds, addresses)
+        return addresses
 
 
 # -- Transport errors ----------------------------------------------------------------------
@@ -298,20 +305,20 @@ class GuardedResolver(AbstractResolver):
 
 def translate_transport_error(exc: BaseException, provider: str) -> TollgateError:
     """A failed exchange with a provider as Tollgate's error. Messages name the provider only:
-    never its URL (which may carry a key in its query) or aiohttp's text (which names the host).
+    never its URL (which may carry a key in its query) or the transport's text (which names the host).
     """
-    if isinstance(exc, TimeoutError):  # aiohttp's timeouts subclass it
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeoutError(f"The provider '{provider}' did not answer in time.")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ForbiddenUpstreamAddressError):
+    if isinstance(exc, ConnectError):
+        if isinstance(exc.__cause__, ForbiddenUpstreamAddressError):
             return UpstreamError(
-                f"The configured address of provider '{provider}' is not allowed: {exc.os_error}.",
+                f"The configured address of provider '{provider}' is not allowed: {exc.__cause__}.",
                 code="upstream_address_forbidden",
             )
         return UpstreamError(
             f"Tollgate could not connect to the provider '{provider}'.", code="upstream_unreachable"
         )
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+    if isinstance(exc, OSError):  # TransportError: lost, or a malformed answer
         return UpstreamError(
             f"The connection to the provider '{provider}' was lost mid-response.",
             code="upstream_disconnected",
@@ -321,14 +328,21 @@ def translate_transport_error(exc: BaseException, provider: str) -> TollgateErro
 
 # -- The client ------------------------------------------------------------------------------
 
-_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+_TRANSPORT_ERRORS = (OSError, TimeoutError)  # http1's TransportError is an OSError
+#: The largest answer body read from a provider (generated images come back as base64).
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+#: Characters left as they are in a request path and query; others are percent-encoded.
+_PATH_SAFE = "/%:@!$&'()*+,;=~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+UpstreamResponse: TypeAlias = StreamedResponse
 
 
 class HttpClient:
-    """The process-wide HTTP client for providers: one pooled session, guarded, never redirected.
+    """The process-wide HTTP client for providers: pooled per origin, guarded, never redirected.
 
     ``connect_timeout`` bounds getting a connection (pool wait, DNS, TCP and TLS);
-    ``read_timeout`` is the idle timeout between two reads of the response, so a stream may run
+    ``read_timeout`` is the longest wait for the next bytes of the answer, so a stream may run
     as long as it keeps sending (keep-alive comments count).
     """
 
@@ -339,26 +353,30 @@ class HttpClient:
         allow_private: bool = False,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
-        limit: int = 256,
         limit_per_host: int = 128,
         dns_cache_seconds: int = 30,
         keepalive_seconds: float = 30.0,
         user_agent: str = "tollgate",
-        resolver: AbstractResolver | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.allow_loopback = allow_loopback
         self.allow_private = allow_private
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
-        self._limit = limit
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._limit_per_host = limit_per_host
-        self._dns_cache_seconds = dns_cache_seconds
         self._keepalive_seconds = keepalive_seconds
         self._user_agent = user_agent
-        #: The DNS resolver behind the guard (aiohttp's default; tests pass their own).
-        self._resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
+        #: Checks every host and address before a connection is made (and caches checked answers).
+        self._resolver = GuardedResolver(
+            allow_loopback=allow_loopback,
+            allow_private=allow_private,
+            inner=resolver,
+            cache_seconds=dns_cache_seconds,
+        )
+        self._origins: dict[tuple[str, str, int], Origin] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked_urls: dict[str, str | None] = {}
+        self._targets: dict[str, tuple[tuple[str, str, int], str]] = {}
 
     def check_url(self, url: str) -> None:
         """``check_upstream_url`` under this client's policy (raises ``InvalidRequestError``)."""
@@ -369,36 +387,6 @@ class HttpClient:
         host resolves to, under this client's policy; raises ``UpstreamError`` when refused."""
         check_resolved_url(
             url, provider, allow_loopback=self.allow_loopback, allow_private=self.allow_private
-        )
-
-    def session(self) -> aiohttp.ClientSession:
-        """The shared session of the running loop, created on first use."""
-        loop = asyncio.get_running_loop()
-        session = self._session
-        if session is None or session.closed or self._loop is not loop:
-            # A session of another (finished) loop cannot be closed from this one; drop it.
-            session = self._session = self._new_session()
-            self._loop = loop
-        return session
-
-    def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=self._limit,
-            limit_per_host=self._limit_per_host,
-            use_dns_cache=True,
-            ttl_dns_cache=self._dns_cache_seconds,
-            keepalive_timeout=self._keepalive_seconds,
-            resolver=GuardedResolver(
-                allow_loopback=self.allow_loopback, allow_private=self.allow_private, inner=self._resolver
-            ),
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            headers={"User-Agent": self._user_agent},
-            cookie_jar=aiohttp.DummyCookieJar(),  # cookies must never cross tenants or providers
-            trust_env=False,  # no proxies from the environment
-            raise_for_status=False,
         )
 
     def post(
@@ -414,36 +402,7 @@ class HttpClient:
         """``async with client.post(...) as response``: the response of one POST, whatever its
         status. Transport failures, inside the block too, raise ``UpstreamError`` subclasses.
         """
-        return self.request(
-            "POST",
-            url,
-            body,
-            headers=headers,
-            provider=provider,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-        )
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None = None,
-        *,
-        headers: Mapping[str, str],
-        provider: str,
-        connect_timeout: float | None = None,
-        read_timeout: float | None = None,
-    ) -> UpstreamRequest:
-        if connect_timeout is None and read_timeout is None:
-            timeout = self._timeout
-        else:
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                connect=connect_timeout if connect_timeout is not None else self._timeout.connect,
-                sock_read=read_timeout if read_timeout is not None else self._timeout.sock_read,
-            )
-        return UpstreamRequest(self, method, url, body, headers, provider, timeout)
+        return UpstreamRequest(self, url, body, headers, provider, connect_timeout, read_timeout)
 
     def _guard(self, url: str, provider: str) -> None:
         try:
@@ -464,48 +423,92 @@ class HttpClient:
                 code="upstream_address_forbidden",
             )
 
+    def _target(self, url: str) -> tuple[Origin, str]:
+        """The pooled origin of ``url`` (this loop's) and the request target to send it."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # Connections of another (finished) loop cannot be used or closed from this one.
+            self._origins, self._loop = {}, loop
+        target = self._targets.get(url)
+        if target is None:
+            parts = urlsplit(url)  # a URL check_upstream_url accepted
+            scheme, host = parts.scheme, parts.hostname or ""
+            key = (scheme, host, parts.port or (443 if scheme == "https" else 80))
+            path = quote(parts.path or "/", safe=_PATH_SAFE)
+            if parts.query:
+                path += "?" + quote(parts.query, safe=_QUERY_SAFE)
+            if len(self._targets) >= 1024:
+                self._targets.clear()
+            target = self._targets[url] = (key, path)
+        key, path = target
+        origin = self._origins.get(key)
+        if origin is None:
+            scheme, host, port = key
+            shown = f"[{host}]" if ":" in host else host
+            origin = self._origins[key] = Origin(
+                f"{scheme}://{shown}:{port}",
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                limit=self._limit_per_host,
+                max_idle=self._limit_per_host,
+                idle_seconds=self._keepalive_seconds,
+                max_body=MAX_ANSWER_BYTES,
+                resolver=self._resolver,
+                user_agent=self._user_agent,
+            )
+        return origin, path
+
     async def close(self) -> None:
-        """Closes the session (at shutdown). The next request opens a new one."""
-        session, self._session, self._loop = self._session, None, None
-        if session is not None and not session.closed:
-            await session.close()
+        """Closes the idle connections (at shutdown). The next request opens new ones."""
+        origins, self._origins, self._loop = self._origins, {}, None
+        for origin in origins.values():
+            await origin.close()
 
 
 class UpstreamRequest:
-    """One request in flight: an async context manager yielding the ``aiohttp.ClientResponse``."""
+    """One request in flight: an async context manager yielding the ``UpstreamResponse``."""
 
-    __slots__ = ("_body", "_client", "_headers", "_method", "_provider", "_response", "_timeout", "_url")
+    __slots__ = (
+        "_body",
+        "_client",
+        "_connect_timeout",
+        "_headers",
+        "_provider",
+        "_read_timeout",
+        "_response",
+        "_url",
+    )
 
     def __init__(
         self,
         client: HttpClient,
-        method: str,
         url: str,
-        body: bytes | None,
+        body: bytes,
         headers: Mapping[str, str],
         provider: str,
-        timeout: aiohttp.ClientTimeout,
+        connect_timeout: float | None,
+        read_timeout: float | None,
     ) -> None:
         self._client = client
-        self._method = method
         self._url = url
         self._body = body
         self._headers = headers
         self._provider = provider
-        self._timeout = timeout
-        self._response: aiohttp.ClientResponse | None = None
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._response: UpstreamResponse | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
+    async def __aenter__(self) -> UpstreamResponse:
         self._client._guard(self._url, self._provider)
-        session = self._client.session()
+        origin, path = self._client._target(self._url)
         try:
-            self._response = await session.request(
-                self._method,
-                self._url,
-                data=self._body,
-                headers=self._headers,
-                timeout=self._timeout,
-                allow_redirects=False,
+            self._response = await origin.open(
+                "POST",
+                path,
+                self._headers,
+                self._body,
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
             )
         except _TRANSPORT_ERRORS as exc:
             raise translate_transport_error(exc, self._provider) from exc
@@ -517,13 +520,9 @@ class UpstreamRequest:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        response = self._response
+        response, self._response = self._response, None
         if response is not None:
-            self._response = None
-            if exc is None:
-                # Back to the pool if the body was read to its end; closed otherwise.
-                response.release()
-            else:
-                response.close()
-        if isinstance(exc, _TRANSPORT_ERRORS):
+            # Whole: its connection is back in the pool already. Still arriving: closed.
+            response.release()
+        if isinstance(exc, _TRANSPORT_ERRORS) and not isinstance(exc, TollgateError):
             raise translate_transport_error(exc, self._provider) from exc

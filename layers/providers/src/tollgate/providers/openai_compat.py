@@ -28,8 +28,6 @@ from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
-
 from tollgate.errors import (
     InvalidRequestError,
     RateLimitError,
@@ -51,6 +49,7 @@ from tollgate.tokens import estimate_prompt_tokens, estimate_tokens
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from tollgate.http1 import StreamedResponse as UpstreamResponse
     from tollgate.providers.http import HttpClient
     from tollgate.providers.presets import Preset
     from tollgate.schemas.openai import ChatChunk, ChatRequest, EmbeddingRequest, ImageRequest
@@ -570,13 +569,13 @@ class OpenAICompatibleProvider:
             )
         return chunk
 
-    async def _error(self, response: aiohttp.ClientResponse) -> TollgateError:
+    async def _error(self, response: UpstreamResponse) -> TollgateError:
         body = await read_capped(response, ERROR_BODY_LIMIT)
         return translate_upstream_error(
             response.status, body, response.headers, provider=self._name, secrets=self._secrets
         )
 
-    async def _not_a_stream(self, response: aiohttp.ClientResponse) -> TollgateError:
+    async def _not_a_stream(self, response: UpstreamResponse) -> TollgateError:
         body = await read_capped(response, ERROR_BODY_LIMIT)
         try:
             parsed = _loads(body)
@@ -627,7 +626,7 @@ def _chunk_frame(source: ChatChunk | None, public_model: str) -> ChatChunk:
     return frame
 
 
-async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_capped(response: UpstreamResponse, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while size < limit:
@@ -639,7 +638,7 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def drain_response(response: aiohttp.ClientResponse) -> None:
+async def drain_response(response: UpstreamResponse) -> None:
     """Reads what follows ``[DONE]`` (usually just the end of the chunked body) so the connection
     goes back to the pool; gives up quickly on a provider that keeps it open.
     """
@@ -650,5 +649,5 @@ async def drain_response(response: aiohttp.ClientResponse) -> None:
         async with asyncio.timeout(DRAIN_SECONDS):
             while await content.readany():
                 pass
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, OSError):  # http1.TransportError is an OSError
         response.close()

@@ -10,12 +10,12 @@ DynamoDB's low-level JSON, so those two calls need no more than a signed POST.
 Two transports share one interface (``DynamoTransport.call(operation, params)``, ``params`` in
 DynamoDB's wire shape, which is also boto3's low-level one):
 
-* ``HttpDynamo``: a keep-alive HTTP/1.1 client for the one endpoint (``store/http1.py``), a SigV4
+* ``HttpDynamo``: Tollgate's keep-alive HTTP/1.1 client (``tollgate/http1.py``), a SigV4
   signer that matches botocore's (``store/sigv4.py``) over botocore's credential chain, standard
   retries (throttling, 5xx, dropped connections; exponential backoff with full jitter). Errors are
   raised as the boto3 client's own exception classes, with the modeled members (``Item``,
   ``CancellationReasons``) where botocore puts them, so callers handle both transports alike.
-  Client CPU per call, against aiohttp + botocore's signer: see ``bench/botocore_cost.py``.
+  Client CPU per call, against aiohttp and botocore's signer: see ``bench/botocore_cost.py``.
 * ``ThreadedDynamo``: a boto3 client off the loop, for in-process moto (tests) and anything that
   swaps the client (the benchmark's in-memory fake when asked).
 
@@ -33,7 +33,7 @@ import re
 import uuid
 from typing import Any, Protocol
 
-from tollgate.store.http1 import Origin
+from tollgate.http1 import Origin
 from tollgate.store.sigv4 import SigV4Signer
 
 _TARGET_PREFIX = "DynamoDB_20120810."
