@@ -77,8 +77,7 @@ from tollgate.sse import SSEDecoder
 from tollgate.tokens import estimate_tokens
 
 if TYPE_CHECKING:
-    from tollgate.http1 import StreamedResponse as UpstreamResponse
-    from tollgate.providers.http import HttpClient
+    from tollgate.providers.http import HttpClient, UpstreamResponse
     from tollgate.providers.presets import Preset
     from tollgate.schemas.openai import (
         ChatChunk,

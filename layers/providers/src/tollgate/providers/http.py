@@ -524,5 +524,5 @@ class UpstreamRequest:
         if response is not None:
             # Whole: its connection is back in the pool already. Still arriving: closed.
             response.release()
-        if isinstance(exc, _TRANSPORT_ERRORS) and not isinstance(exc, TollgateError):
+        if isinstance(exc, _TRANSPORT_ERRORS):
             raise translate_transport_error(exc, self._provider) from exc

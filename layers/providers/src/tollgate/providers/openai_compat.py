@@ -49,8 +49,7 @@ from tollgate.tokens import estimate_prompt_tokens, estimate_tokens
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from tollgate.http1 import StreamedResponse as UpstreamResponse
-    from tollgate.providers.http import HttpClient
+    from tollgate.providers.http import HttpClient, UpstreamResponse
     from tollgate.providers.presets import Preset
     from tollgate.schemas.openai import ChatChunk, ChatRequest, EmbeddingRequest, ImageRequest
 
