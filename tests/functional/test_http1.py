@@ -6,13 +6,14 @@ and TLS verification; every test on both event loops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import socket
 import ssl
 import struct
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,16 @@ class RawServer:
         options.setdefault("connect_timeout", 2.0)
         options.setdefault("read_timeout", 2.0)
         return Origin(f"{scheme}://127.0.0.1:{self.port}", **options)
+
+
+@contextlib.asynccontextmanager
+async def opened(server: RawServer, **options: Any) -> AsyncIterator[Origin]:
+    """``server.origin(**options)``, closed when the block ends."""
+    origin = server.origin(**options)
+    try:
+        yield origin
+    finally:
+        await origin.close()
 
 
 def answer(body: bytes = b'{"ok":true}', *, status: str = "200 OK", extra: str = "") -> bytes:
@@ -244,13 +255,10 @@ def test_bytes_arriving_between_exchanges_retire_the_connection(serve) -> None: 
     server = serve(handler)
 
     async def scenario() -> list[Any]:
-        origin = server.origin()
-        try:
+        async with opened(server) as origin:
             first = await origin.post("/", {}, b"1")
             await asyncio.sleep(0.15)
             return [first, await origin.post("/", {}, b"2")]
-        finally:
-            await origin.close()
 
     assert [r.body for r in run(scenario)] == [b"asked", b"asked"]
     assert server.connections == 2
@@ -271,13 +279,10 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_once(serve) -> No
     server = serve(serving(answer(b"fresh"), then_close=True))
 
     async def scenario() -> list[Any]:
-        origin = server.origin()
-        first = await origin.post("/", {}, b"1")
-        await asyncio.sleep(0.05)  # the server has closed the kept connection meanwhile
-        try:
+        async with opened(server) as origin:
+            first = await origin.post("/", {}, b"1")
+            await asyncio.sleep(0.05)  # the server has closed the kept connection meanwhile
             return [first, await origin.post("/", {}, b"2")]
-        finally:
-            await origin.close()
 
     responses = run(scenario)
 
@@ -301,12 +306,9 @@ def test_a_request_dropped_on_a_reused_connection_is_sent_once_more_on_a_new_one
     server = serve(handler)
 
     async def scenario(second: bytes) -> Any:
-        origin = server.origin()
-        try:
+        async with opened(server) as origin:
             await origin.post("/", {}, b"first")
             return await origin.post("/", {}, second)
-        finally:
-            await origin.close()
 
     assert run(lambda: scenario(b"drop once")).body == b"answer to drop once"
     assert [body for _, body in server.requests] == [b"first", b"drop once", b"drop once"]
@@ -371,13 +373,10 @@ def test_a_silent_server_times_out_and_its_connection_is_dropped(serve) -> None:
     server = serve(handler)
 
     async def scenario() -> Any:
-        origin = server.origin(read_timeout=0.2)
-        try:
+        async with opened(server, read_timeout=0.2) as origin:
             with pytest.raises(TimeoutError):
                 await origin.post("/", {}, b"1")
             return await origin.post("/", {}, b"2")
-        finally:
-            await origin.close()
 
     assert run(scenario).body == b"second connection"
 
@@ -402,8 +401,7 @@ def test_a_cancelled_exchange_closes_its_connection(serve) -> None:  # type: ign
     server = serve(handler)
 
     async def scenario() -> Any:
-        origin = server.origin()
-        try:
+        async with opened(server) as origin:
             await origin.post("/", {}, b"warm")
             slow = asyncio.create_task(origin.post("/", {}, b"slow"))
             await asyncio.sleep(0.1)
@@ -411,8 +409,6 @@ def test_a_cancelled_exchange_closes_its_connection(serve) -> None:  # type: ign
             with pytest.raises(asyncio.CancelledError):
                 await slow
             return await origin.post("/", {}, b"next")
-        finally:
-            await origin.close()
 
     assert run(scenario).body == b"answer to next"
     assert hung_up == [0] and server.connections == 2
@@ -478,11 +474,8 @@ def test_headers_http_cannot_carry_are_refused_before_sending(serve, headers: di
     server = serve(serving(answer()))
 
     async def scenario() -> None:
-        origin = server.origin()
-        try:
+        async with opened(server) as origin:
             await origin.post("/", headers, b"{}")
-        finally:
-            await origin.close()
 
     with pytest.raises(ValueError, match="header"):
         run(scenario)
@@ -498,11 +491,8 @@ def test_no_more_than_limit_connections_are_open_at_once(serve) -> None:  # type
     server = serve(handler)
 
     async def scenario() -> None:
-        origin = server.origin(limit=2)
-        try:
+        async with opened(server, limit=2) as origin:
             await asyncio.gather(*(origin.post("/", {}, b"{}") for _ in range(6)))
-        finally:
-            await origin.close()
 
     run(scenario)
     assert len(server.requests) == 6 and server.most_open == 2
@@ -608,15 +598,12 @@ def test_a_body_is_read_as_it_arrives(serve) -> None:  # type: ignore[no-untyped
     server = serve(handler)
 
     async def scenario() -> list[Any]:
-        origin = server.origin()
-        try:
+        async with opened(server) as origin:
             response = await origin.open("POST", "/", {}, b"{}")
             first = await asyncio.wait_for(response.content.readany(), 0.15)  # before the second exists
             rest = [await response.content.readany(), await response.content.readany()]
             response.release()
             return [first, *rest, response.content.is_eof()]
-        finally:
-            await origin.close()
 
     assert run(scenario) == [b"first", b"second", b"", True]
 
@@ -635,16 +622,13 @@ def test_a_reader_that_falls_behind_stops_the_socket_being_read(serve) -> None: 
     server = serve(handler)
 
     async def scenario() -> tuple[int, int]:
-        origin = server.origin(max_body=size)
-        try:
+        async with opened(server, max_body=size) as origin:
             response = await origin.open("POST", "/", {}, b"{}")
             await asyncio.sleep(0.5)  # not reading
             buffered = response.content._buffered
             received = len(await response.read())
             response.release()
             return buffered, received
-        finally:
-            await origin.close()
 
     buffered, received = run(scenario)
     assert received == size
@@ -663,8 +647,7 @@ def test_a_stalled_body_times_out_and_its_connection_is_dropped(serve) -> None: 
     server = serve(handler)
 
     async def scenario_read() -> bytes:
-        origin = server.origin(read_timeout=0.2)
-        try:
+        async with opened(server, read_timeout=0.2) as origin:
             response = await origin.open("POST", "/", {}, b"{}")
             assert await response.content.readany() == b"half"
             with pytest.raises(TimeoutError):
@@ -674,8 +657,6 @@ def test_a_stalled_body_times_out_and_its_connection_is_dropped(serve) -> None: 
             body = await second.read()
             second.release()
             return body
-        finally:
-            await origin.close()
 
     assert run(scenario_read) == b"fresh"
     assert server.connections == 2
@@ -693,8 +674,7 @@ def test_an_unfinished_body_released_closes_its_connection_and_a_whole_one_keeps
     server = serve(handler)
 
     async def scenario() -> None:
-        origin = server.origin()
-        try:
+        async with opened(server) as origin:
             whole = await origin.open("POST", "/", {}, b"short")
             await asyncio.sleep(0.05)
             whole.release()  # unread, but whole: the connection went back to the pool
@@ -703,8 +683,6 @@ def test_an_unfinished_body_released_closes_its_connection_and_a_whole_one_keeps
             last = await origin.open("POST", "/", {}, b"short")
             assert await last.read() == b"short"
             last.release()
-        finally:
-            await origin.close()
 
     run(scenario)
     assert server.connections == 2
@@ -723,14 +701,11 @@ def test_a_non_idempotent_request_dropped_on_a_reused_connection_is_not_sent_aga
     server = serve(handler)
 
     async def scenario() -> None:
-        origin = server.origin()
-        try:
+        async with opened(server) as origin:
             (await origin.open("POST", "/", {}, b"first")).release()
             await asyncio.sleep(0.01)
             with pytest.raises(TransportError):
                 await origin.open("POST", "/", {}, b"a chat completion")
-        finally:
-            await origin.close()
 
     run(scenario)
     assert [body for _, body in server.requests] == [b"first", b"a chat completion"]
@@ -754,16 +729,13 @@ def test_failed_exchanges_give_their_slots_back(serve) -> None:  # type: ignore[
     server = serve(handler)
 
     async def scenario() -> bytes:
-        origin = server.origin(limit=1, connect_timeout=1.0)
-        try:
+        async with opened(server, limit=1, connect_timeout=1.0) as origin:
             for _ in range(3):
                 with pytest.raises(TransportError):
                     await origin.post("/", {}, b"bad")
             abandoned = await origin.open("POST", "/", {}, b"good")
             abandoned.release()
             return (await origin.post("/", {}, b"good")).body  # would wait forever for a leaked slot
-        finally:
-            await origin.close()
 
     assert run(scenario) == b"good"
 
@@ -772,12 +744,9 @@ def test_the_user_agent_is_the_origins_unless_the_caller_sets_one(serve) -> None
     server = serve(serving(answer()))
 
     async def scenario() -> None:
-        origin = server.origin(user_agent="tollgate")
-        try:
+        async with opened(server, user_agent="tollgate") as origin:
             await origin.post("/", {}, b"1")
             await origin.post("/", {"User-Agent": "custom/1"}, b"2")
-        finally:
-            await origin.close()
 
     run(scenario)
     (first, _), (second, _) = server.requests
@@ -789,12 +758,9 @@ def test_accept_encoding_is_identity_and_sent_once(serve) -> None:  # type: igno
     server = serve(serving(answer()))
 
     async def scenario() -> None:
-        origin = server.origin()
-        try:
+        async with opened(server) as origin:
             await origin.post("/", {}, b"1")
             await origin.post("/", {"Accept-Encoding": "identity"}, b"2")
-        finally:
-            await origin.close()
 
     run(scenario)
     for head, _ in server.requests:
