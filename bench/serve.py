@@ -170,17 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     started = time.perf_counter()
-    import uvicorn
+    from tollgate.startup import cold_start
 
-    from tollgate.api.apps import local_app
+    with cold_start():  # as the stream function's entry module loads
+        import uvicorn
 
-    services = build_services(options.upstream, ddb_latency=options.ddb_latency_ms / 1000)
-    idle_clients: list[Any] = []
-    if not options.no_aws_clients:
-        from tollgate.container import aws_client
+        from tollgate.api.apps import local_app
 
-        idle_clients = [aws_client("dynamodb"), aws_client("secretsmanager")]
-    app = local_app(services)
+        services = build_services(options.upstream, ddb_latency=options.ddb_latency_ms / 1000)
+        idle_clients: list[Any] = []
+        if not options.no_aws_clients:
+            from tollgate.container import aws_client
+
+            idle_clients = [aws_client("dynamodb"), aws_client("secretsmanager")]
+        app = local_app(services)
     stats_file = options.stats_file or options.ready_file.with_name(options.ready_file.stem + "-stats.json")
 
     def dump(signum: int, frame: Any) -> None:

@@ -1,7 +1,10 @@
 """Lambda entry point of the admin function: Mangum over the admin API."""
 
-from mangum import Mangum
+from tollgate.startup import cold_start
 
-from tollgate.api.apps import admin_app
+with cold_start():
+    from mangum import Mangum
 
-handler = Mangum(admin_app(), lifespan="off")
+    from tollgate.api.apps import admin_app
+
+    handler = Mangum(admin_app(), lifespan="off")

@@ -1,7 +1,10 @@
 """Lambda entry point of the gateway function: Mangum over the buffered public routes."""
 
-from mangum import Mangum
+from tollgate.startup import cold_start
 
-from tollgate.api.apps import gateway_app
+with cold_start():
+    from mangum import Mangum
 
-handler = Mangum(gateway_app(), lifespan="off")
+    from tollgate.api.apps import gateway_app
+
+    handler = Mangum(gateway_app(), lifespan="off")

@@ -10,14 +10,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from tollgate.startup import cold_start
 
-from tollgate.container import Services
-from tollgate.scheduled import run_scheduled
-from tollgate.settings import get_settings
+with cold_start():
+    from aws_lambda_powertools import Logger
 
-logger = Logger(service="tollgate")
-services = Services(get_settings())
+    from tollgate.container import Services
+    from tollgate.scheduled import run_scheduled
+    from tollgate.settings import get_settings
+
+    logger = Logger(service="tollgate")
+    services = Services(get_settings())
 
 
 @logger.inject_lambda_context

@@ -3,6 +3,9 @@
 The managed Python runtime cannot stream a response; the adapter can, so chat runs here.
 """
 
-from tollgate.api.apps import stream_app
+from tollgate.startup import cold_start
 
-app = stream_app()
+with cold_start():
+    from tollgate.api.apps import stream_app
+
+    app = stream_app()
