@@ -6,16 +6,22 @@ times ``import <entry module>`` alone (the interpreter's own start-up is reporte
 untimed run first makes sure every ``.pyc`` exists; the figure is the median of the timed runs.
 Every run installs a socket guard first, which refuses and counts connection attempts and name
 lookups: importing must do no network I/O.
+
+    python -m bench.coldstart                      # each entry, 11 fresh imports (JSON)
+    python -m bench.coldstart --against fb12c06    # each entry at that commit and now, and the
+                                                   # bare FastAPI floor, interleaved round by round
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -147,5 +153,59 @@ def entry_environment() -> dict[str, str]:
     return env
 
 
+def interleaved(
+    python: str, env: dict[str, str], against: str, *, rounds: int, core: int | None
+) -> dict[str, dict[str, float]]:
+    """Each entry module of the working tree and of commit ``against``, and the floor, imported in
+    fresh processes, one of each per round, so that the machine's drift falls on all of them alike.
+
+    Returns, per label (``floor``, ``<entry>@<against>``, ``<entry>``), the median, minimum and
+    maximum import time in milliseconds.
+    """
+    with tempfile.TemporaryDirectory(prefix="tollgate-coldstart-") as scratch:
+        old = Path(scratch)
+        archive = subprocess.run(
+            ["git", "archive", against, "layers", "functions"], cwd=ROOT, capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+        targets: dict[str, tuple[Path, str, Path | None]] = {"floor": (HERE / "floor", "floor_handler", None)}
+        for name, (folder, module) in ENTRIES.items():
+            targets[f"{name}@{against}"] = (old / folder, module, old / "layers/providers/src")
+            targets[name] = (ROOT / folder, module, ROOT / "layers/providers/src")
+        samples: dict[str, list[float]] = {label: [] for label in targets}
+        for index in range(rounds + 1):  # the first round compiles every .pyc and is not counted
+            for label, (cwd, module, source) in targets.items():
+                run_env = dict(env) | ({"PYTHONPATH": str(source)} if source else {})
+                _, stdout = _run(python, _TIMED, [module], cwd, run_env, core)
+                if index:
+                    samples[label].append(_parse(stdout)[module] * 1000)
+    return {
+        label: {"median": statistics.median(v), "min": min(v), "max": max(v)} for label, v in samples.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--against", help="a commit: compare its entries with the working tree's, interleaved"
+    )
+    parser.add_argument("--rounds", type=int, default=11, help="fresh imports of each module (default 11)")
+    parser.add_argument("--core", type=int, default=0, help="the core to pin the imports to (default 0)")
+    options = parser.parse_args(argv)
+    env = entry_environment()
+    if options.against is None:
+        print(
+            json.dumps(
+                tollgate_entries(sys.executable, env, runs=options.rounds, core=options.core), indent=2
+            )
+        )
+        return 0
+    results = interleaved(sys.executable, env, options.against, rounds=options.rounds, core=options.core)
+    for label, figures in results.items():
+        median, low, high = figures["median"], figures["min"], figures["max"]
+        print(f"{label:24} median {median:6.0f} ms   min {low:6.0f}   max {high:6.0f}")
+    return 0
+
+
 if __name__ == "__main__":
-    print(json.dumps(tollgate_entries(sys.executable, entry_environment(), runs=7, core=0), indent=2))
+    sys.exit(main())

@@ -10,8 +10,9 @@ goes through ``AdminService`` (provider, routes, prices, tenant, credits), as th
 the bench key is registered directly in the catalog so that its value is fixed
 (``bench.topology.BENCH_KEY``).
 
-``SIGUSR1`` writes the fakes' call counters (and the process's RSS) to ``--stats-file``: that is
-how the harness counts DynamoDB round trips per request without any extra route in the app.
+``SIGUSR1`` writes the fakes' call counters (and the process's RSS and the cycle collector's passes
+per generation) to ``--stats-file``: that is how the harness counts DynamoDB round trips per request
+without any extra route in the app.
 By default the process also holds real (idle) botocore clients for DynamoDB and Secrets Manager,
 as a deployed function does, so its RSS is not flattered by the fakes.
 """
@@ -19,6 +20,7 @@ as a deployed function does, so its RSS is not flattered by the fakes.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import secrets
@@ -147,6 +149,7 @@ def stats(services: Any) -> dict[str, Any]:
         "sinks_dropped": fakes["dynamodb"].sinks_dropped,
         "items": fakes["dynamodb"].item_count(),
         "rss_kib": rss_kib(),
+        "gc_collections": [generation["collections"] for generation in gc.get_stats()],
         "time": time.time(),
     }
 
