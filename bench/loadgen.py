@@ -200,8 +200,9 @@ def wrk_version() -> str | None:
     )
 
 
-def _vus(rate: float, latency: float) -> tuple[int, int]:
-    """(preAllocatedVUs, maxVUs) for k6 at ``rate`` against ``latency``: every VU allocated up front.
+def _vus(rate: float, latency: float) -> int:
+    """The VUs k6 needs at ``rate`` against ``latency``, all allocated up front (``preAllocatedVUs``
+    = ``maxVUs``).
 
     k6 initialises a VU it did not pre-allocate while the test runs, and counts the iterations due
     meanwhile as dropped. With 2x the expected concurrency pre-allocated, a latency blip of a few
@@ -210,8 +211,7 @@ def _vus(rate: float, latency: float) -> tuple[int, int]:
     direct path passes every rate up to 2,250 (0 ms) and 2,750 req/s (50 ms mock).
     """
     in_flight = rate * (latency + 0.005)
-    vus = min(4000, int(in_flight * 6) + 50)
-    return vus, vus
+    return min(4000, int(in_flight * 6) + 50)
 
 
 def run_k6(
@@ -231,7 +231,7 @@ def run_k6(
     binary = k6_binary()
     if binary is None:
         raise RuntimeError("k6 is not installed (it comes with the bench dependency group)")
-    preallocated, max_vus = _vus(rate, latency_hint)
+    vus = _vus(rate, latency_hint)
     with tempfile.TemporaryDirectory() as folder:
         summary = Path(folder) / "summary.json"
         env = {
@@ -239,8 +239,8 @@ def run_k6(
             "RATE": str(rate),
             "WARMUP": str(warmup),
             "DURATION": str(duration),
-            "PREALLOCATED_VUS": str(preallocated),
-            "MAX_VUS": str(max_vus),
+            "PREALLOCATED_VUS": str(vus),
+            "MAX_VUS": str(vus),
             "BODY": json.dumps(body),
             "KEY": key,
             "URL": url,
