@@ -85,7 +85,7 @@ def build_services(upstream: str, *, ddb_latency: float = 0.0, sink_limit: int |
     from tollgate.store.secrets import SecretStore
 
     get_settings.cache_clear()
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings.from_environment()
     services = Services(settings)
     dynamodb = FakeDynamoDB(sink_rule=tollgate_sinks, sink_limit=sink_limit, latency=ddb_latency)
     tollgate_tables(dynamodb, {table.logical_name: os.environ[table.env_var] for table in ALL_TABLES})

@@ -45,7 +45,7 @@ def settings(aws: None, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
     monkeypatch.setenv("TOLLGATE_ENABLE_FAKE_PROVIDER", "true")
     monkeypatch.setenv("TOLLGATE_ALLOW_LOOPBACK_UPSTREAMS", "true")
     get_settings.cache_clear()
-    yield Settings()  # type: ignore[call-arg]
+    yield Settings.from_environment()
     get_settings.cache_clear()
 
 

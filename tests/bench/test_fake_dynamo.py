@@ -70,7 +70,7 @@ def services_on(dynamodb: Any) -> Any:
     from tollgate.settings import Settings
     from tollgate.store.secrets import SecretStore
 
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings.from_environment()
     services = Services(settings)
     services.dynamodb = dynamodb
     services.secrets = SecretStore(

@@ -83,7 +83,7 @@ def world() -> Iterator[World]:
         for name, value in bootstrap("tollgate-analytics", admin_key=ADMIN_KEY).environment().items():
             patch.setenv(name, value)
         get_settings.cache_clear()
-        services = Services(Settings())  # type: ignore[call-arg]
+        services = Services(Settings.from_environment())
         records = thirty_days_of_usage()
         for record in records:
             services.usage_log.put(record)

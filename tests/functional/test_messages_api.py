@@ -174,7 +174,9 @@ def test_insufficient_credits_is_an_anthropic_billing_error(monkeypatch, client,
     from tollgate.container import Services
     from tollgate.settings import Settings
 
-    with TestClient(local_app(Services(Settings())), raise_server_exceptions=False) as credits:  # type: ignore[call-arg]
+    with TestClient(
+        local_app(Services(Settings.from_environment())), raise_server_exceptions=False
+    ) as credits:
         credits.put(
             "/admin/v1/models/fake/echo/prices",
             json={"cost": {"input": "100", "output": "1000"}},

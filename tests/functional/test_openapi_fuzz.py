@@ -93,7 +93,7 @@ def deployment() -> Iterator[dict[str, Any]]:
             env.setenv(name, value)
         env.setenv("TOLLGATE_ENABLE_FAKE_PROVIDER", "true")
         env.setenv("TOLLGATE_LEDGER_TRANSPORT", "boto")  # in-process moto intercepts botocore only
-        services = Services(Settings())  # type: ignore[call-arg]
+        services = Services(Settings.from_environment())
         from tollgate.admin.schemas import KeyIn, TenantIn
 
         services.admin.create_tenant(TenantIn(id="acme", name="Acme"))

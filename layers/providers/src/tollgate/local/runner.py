@@ -129,7 +129,7 @@ def prepare(config: LocalConfig) -> tuple[str, Services]:
     resources = bootstrap(config.prefix, admin_key=config.admin_key)
     apply_environment(resources)
     get_settings.cache_clear()
-    services = Services(Settings())
+    services = Services(Settings.from_environment())
     for name, body in env_providers(dict(os.environ)).items():
         services.admin.put_provider(name, ProviderIn.model_validate(body))
     for model, price in FAKE_PRICES.items():
