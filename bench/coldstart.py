@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,52 @@ def _parse(stdout: str) -> dict[str, float]:
     return values
 
 
+@dataclass(frozen=True)
+class Target:
+    """What one fresh process imports: ``modules`` (in order), run in ``cwd`` with ``env``."""
+
+    modules: list[str]
+    cwd: Path
+    env: dict[str, str]
+
+
+def measure_round_robin(
+    python: str, targets: dict[str, Target], *, runs: int, core: int | None, precompile: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Each target's median import time over ``runs`` fresh processes, the targets taking turns
+    (one process of each per round), so that the machine's drift over the minutes this takes falls
+    on every target alike rather than on whichever ran in the slow minute."""
+    if precompile:
+        for target in targets.values():
+            _run(python, _TIMED, target.modules, target.cwd, target.env, core)  # writes every .pyc
+    samples: dict[str, dict[str, list[float]]] = {
+        label: {name: [] for name in target.modules} for label, target in targets.items()
+    }
+    walls: dict[str, list[float]] = {label: [] for label in targets}
+    rss: dict[str, list[float]] = {label: [] for label in targets}
+    network = dict.fromkeys(targets, 0)
+    for _ in range(runs):
+        for label, target in targets.items():
+            wall, stdout = _run(python, _TIMED, target.modules, target.cwd, target.env, core)
+            values = _parse(stdout)
+            for name in target.modules:
+                samples[label][name].append(values[name])
+            walls[label].append(wall)
+            rss[label].append(values.get("maxrss_kib", 0))
+            network[label] = max(network[label], int(values.get("network", 0)))
+    return {
+        label: {
+            "runs": runs,
+            "import_ms": {name: statistics.median(v) * 1000 for name, v in samples[label].items()},
+            "import_ms_all": {name: [round(x * 1000, 1) for x in v] for name, v in samples[label].items()},
+            "process_wall_ms": statistics.median(walls[label]) * 1000,
+            "maxrss_kib": statistics.median(rss[label]),
+            "network_attempts": network[label],
+        }
+        for label in targets
+    }
+
+
 def measure(
     python: str,
     modules: list[str],
@@ -94,51 +141,32 @@ def measure(
     precompile: bool = True,
 ) -> dict[str, Any]:
     """Median import time of ``modules`` (cumulative, in order) over ``runs`` fresh processes."""
-    if precompile:
-        _run(python, _TIMED, modules, cwd, env, core)  # compiles and caches every .pyc
-    samples: dict[str, list[float]] = {name: [] for name in modules}
-    walls: list[float] = []
-    rss: list[float] = []
-    network = 0
-    for _ in range(runs):
-        wall, stdout = _run(python, _TIMED, modules, cwd, env, core)
-        values = _parse(stdout)
-        for name in modules:
-            samples[name].append(values[name])
-        walls.append(wall)
-        rss.append(values.get("maxrss_kib", 0))
-        network = max(network, int(values.get("network", 0)))
-    result: dict[str, Any] = {
-        "runs": runs,
-        "import_ms": {name: statistics.median(v) * 1000 for name, v in samples.items()},
-        "import_ms_all": {name: [round(x * 1000, 1) for x in v] for name, v in samples.items()},
-        "process_wall_ms": statistics.median(walls) * 1000,
-        "maxrss_kib": statistics.median(rss),
-        "network_attempts": network,
-    }
-    return result
+    targets = {"only": Target(modules, cwd, env)}
+    return measure_round_robin(python, targets, runs=runs, core=core, precompile=precompile)["only"]
 
 
-def floor(
-    python: str, env: dict[str, str], *, runs: int, core: int | None, precompile: bool = True
-) -> dict[str, Any]:
-    """The same measure for ``bench/floor/floor_handler.py``: FastAPI + Mangum and nothing else."""
-    result = measure(
-        python, ["floor_handler"], HERE / "floor", env, runs=runs, core=core, precompile=precompile
-    )
-    result["module"] = "bench/floor/floor_handler.py"
-    return result
+FLOOR = "floor"
 
 
 def tollgate_entries(
-    python: str, env: dict[str, str], *, runs: int, core: int | None, precompile: bool = True
+    python: str,
+    env: dict[str, str],
+    *,
+    runs: int,
+    core: int | None,
+    precompile: bool = True,
+    with_floor: bool = False,
 ) -> dict[str, Any]:
-    results = {}
+    """Every function's entry module (and with ``with_floor``, under ``FLOOR``, the bare FastAPI +
+    Mangum app of ``bench/floor/floor_handler.py``), measured round-robin."""
+    targets = {name: Target([module], ROOT / folder, env) for name, (folder, module) in ENTRIES.items()}
+    if with_floor:
+        targets[FLOOR] = Target(["floor_handler"], HERE / "floor", env)
+    results = measure_round_robin(python, targets, runs=runs, core=core, precompile=precompile)
     for name, (folder, module) in ENTRIES.items():
-        results[name] = measure(
-            python, [module], ROOT / folder, env, runs=runs, core=core, precompile=precompile
-        )
         results[name]["module"] = f"{folder}/{module}.py"
+    if with_floor:
+        results[FLOOR]["module"] = "bench/floor/floor_handler.py"
     return results
 
 
@@ -168,20 +196,20 @@ def interleaved(
             ["git", "archive", against, "layers", "functions"], cwd=ROOT, capture_output=True, check=True
         )
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
-        targets: dict[str, tuple[Path, str, Path | None]] = {"floor": (HERE / "floor", "floor_handler", None)}
+
+        def target(folder: Path, module: str, source: Path) -> Target:
+            return Target([module], folder, env | {"PYTHONPATH": str(source)})
+
+        targets = {FLOOR: Target(["floor_handler"], HERE / "floor", env)}
         for name, (folder, module) in ENTRIES.items():
-            targets[f"{name}@{against}"] = (old / folder, module, old / "layers/providers/src")
-            targets[name] = (ROOT / folder, module, ROOT / "layers/providers/src")
-        samples: dict[str, list[float]] = {label: [] for label in targets}
-        for index in range(rounds + 1):  # the first round compiles every .pyc and is not counted
-            for label, (cwd, module, source) in targets.items():
-                run_env = dict(env) | ({"PYTHONPATH": str(source)} if source else {})
-                _, stdout = _run(python, _TIMED, [module], cwd, run_env, core)
-                if index:
-                    samples[label].append(_parse(stdout)[module] * 1000)
-    return {
-        label: {"median": statistics.median(v), "min": min(v), "max": max(v)} for label, v in samples.items()
-    }
+            targets[f"{name}@{against}"] = target(old / folder, module, old / "layers/providers/src")
+            targets[name] = target(ROOT / folder, module, ROOT / "layers/providers/src")
+        results = measure_round_robin(python, targets, runs=rounds, core=core)
+    figures = {}
+    for label, result in results.items():
+        (samples,) = result["import_ms_all"].values()
+        figures[label] = {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -437,7 +437,8 @@ def _other_tables(results: dict[str, Any]) -> list[str]:
             "## Cold import of each function's entry module",
             "",
             f"A fresh interpreter per run, `.pyc` present, dummy `TOLLGATE_*` variables, pinned to core 0; median of "
-            f"{results.get('plan', {}).get('cold_runs')} runs (LiteLLM: {results.get('plan', {}).get('litellm_cold_runs')}). "
+            f"{results.get('plan', {}).get('cold_runs')} runs (LiteLLM: {results.get('plan', {}).get('litellm_cold_runs')}); "
+            "the entries and the floor take turns, one process of each per round, so the machine's drift falls on all alike. "
             "*Process* is the whole `python -c 'import …'` wall time, interpreter start-up included. *Network* counts connection "
             "attempts and name lookups during the import (a socket guard refuses them).",
             "",
