@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import ClassVar, Literal, Self
+from typing import Literal, Self, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,9 +46,6 @@ class SettingsError(ValueError):
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
-
-    #: The fields whose variables hold JSON rather than text.
-    _JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"oidc_role_groups"})
 
     catalog_table: str = Field(description="DynamoDB table of providers, model routes, tenants and keys")
     usage_table: str = Field(description="DynamoDB table of per-request usage records")
@@ -212,7 +209,7 @@ class Settings(BaseModel):
             name = variable[len(ENV_PREFIX) :].lower()
             if name not in cls.model_fields:
                 continue
-            if name in cls._JSON_FIELDS:
+            if name in _JSON_FIELDS:
                 try:
                     values[name] = json.loads(text)
                 except ValueError:
@@ -241,6 +238,12 @@ class Settings(BaseModel):
             if url is not None:
                 check_issuer_url(url, allow_insecure=self.oidc_allow_insecure_issuer)
         return self
+
+
+#: The settings whose variables hold JSON, not text: those typed as maps or lists.
+_JSON_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if get_origin(field.annotation) in (dict, list)
+)
 
 
 @lru_cache(maxsize=1)
