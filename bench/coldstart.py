@@ -148,6 +148,9 @@ def measure(
 FLOOR = "floor"
 
 
+CANDIDATE = "@candidate"
+
+
 def tollgate_entries(
     python: str,
     env: dict[str, str],
@@ -156,15 +159,23 @@ def tollgate_entries(
     core: int | None,
     precompile: bool = True,
     with_floor: bool = False,
+    candidate_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Every function's entry module (and with ``with_floor``, under ``FLOOR``, the bare FastAPI +
-    Mangum app of ``bench/floor/floor_handler.py``), measured round-robin."""
-    targets = {name: Target([module], ROOT / folder, env) for name, (folder, module) in ENTRIES.items()}
+    """Every function's entry module, measured round-robin, together with: under ``FLOOR`` (with
+    ``with_floor``) the bare FastAPI + Mangum app of ``bench/floor/floor_handler.py``, and under
+    ``<entry>@candidate`` (with ``candidate_env``) each entry again in that environment."""
+    variants = {"": env} | ({CANDIDATE: candidate_env} if candidate_env is not None else {})
+    targets = {
+        name + suffix: Target([module], ROOT / folder, variant_env)
+        for suffix, variant_env in variants.items()
+        for name, (folder, module) in ENTRIES.items()
+    }
     if with_floor:
         targets[FLOOR] = Target(["floor_handler"], HERE / "floor", env)
     results = measure_round_robin(python, targets, runs=runs, core=core, precompile=precompile)
-    for name, (folder, module) in ENTRIES.items():
-        results[name]["module"] = f"{folder}/{module}.py"
+    for suffix in variants:
+        for name, (folder, module) in ENTRIES.items():
+            results[name + suffix]["module"] = f"{folder}/{module}.py"
     if with_floor:
         results[FLOOR]["module"] = "bench/floor/floor_handler.py"
     return results

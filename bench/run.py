@@ -1031,8 +1031,10 @@ class Bench:
 
     def cold_import(self) -> dict[str, Any]:
         env = coldstart.entry_environment()
-        # The entries and the floor take turns, one fresh process each per round: the target is
-        # read against the floor, and the machine drifts over the minute this takes.
+        # The entries, the floor and any candidate's entries take turns, one fresh process each per
+        # round: the target is read against the floor, and the machine drifts over the minute this
+        # takes.
+        candidate_env = None if self.candidate is None else env | {"PYTHONPATH": str(self.candidate)}
         entries = coldstart.tollgate_entries(
             sys.executable,
             env,
@@ -1040,13 +1042,17 @@ class Bench:
             core=topology.SERVER_CORE,
             precompile=not self.plan.smoke,
             with_floor=True,
+            candidate_env=candidate_env,
         )
-        results: dict[str, Any] = {"floor": entries.pop(coldstart.FLOOR), "tollgate": entries}
-        if self.candidate is not None:
-            candidate_env = env | {"PYTHONPATH": str(self.candidate)}
-            results["candidate"] = coldstart.tollgate_entries(
-                sys.executable, candidate_env, runs=self.plan.cold_runs, core=topology.SERVER_CORE
-            )
+        results: dict[str, Any] = {"floor": entries.pop(coldstart.FLOOR)}
+        candidate = {
+            name.removesuffix(coldstart.CANDIDATE): entries.pop(name)
+            for name in list(entries)
+            if name.endswith(coldstart.CANDIDATE)
+        }
+        results["tollgate"] = entries
+        if candidate:
+            results["candidate"] = candidate
         if self.with_litellm and self.plan.litellm_cold_runs:
             results["litellm"] = coldstart.measure(
                 str(LITELLM_VENV / "bin" / "python"),

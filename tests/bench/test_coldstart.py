@@ -52,3 +52,22 @@ def test_floor_is_measured_with_the_entries(monkeypatch: pytest.MonkeyPatch) -> 
     }
     assert results[coldstart.FLOOR]["module"] == "bench/floor/floor_handler.py"
     assert results["stream"]["module"] == "functions/stream/main.py"
+
+
+def test_a_candidate_tree_takes_turns_with_the_entries_in_its_own_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, dict[str, str]] = {}
+
+    def fake_round_robin(python: str, targets: dict[str, Any], **options: Any) -> dict[str, Any]:
+        seen.update({label: target.env for label, target in targets.items()})
+        return {label: {} for label in targets}
+
+    monkeypatch.setattr(coldstart, "measure_round_robin", fake_round_robin)
+    mine, theirs = {"PYTHONPATH": "mine"}, {"PYTHONPATH": "candidate"}
+    results = coldstart.tollgate_entries("python", mine, runs=1, core=None, candidate_env=theirs)
+    assert seen == {
+        **dict.fromkeys(coldstart.ENTRIES, mine),
+        **{name + coldstart.CANDIDATE: theirs for name in coldstart.ENTRIES},
+    }
+    assert results["gateway@candidate"]["module"] == "functions/gateway/handler.py"
