@@ -1,7 +1,8 @@
 """Tollgate's functions and what each one may touch.
 
-- ``stream``: FastAPI under uvicorn, behind the Lambda Web Adapter, so chat responses can stream;
-- ``gateway``: FastAPI under Mangum (buffered): models, embeddings, images;
+- ``stream``: the chat routes (no web framework: ``tollgate.api.direct``) under uvicorn, behind the
+  Lambda Web Adapter, so chat responses can stream;
+- ``gateway``: models, embeddings, images (no web framework either) under Mangum (buffered);
 - ``admin``: FastAPI under Mangum: the admin API and the console;
 - ``rollup``: scheduled (``infra/schedule.py``): settles holds that dead processes left behind,
   expires unused starter credits (``Billing.sweep``) and rolls usage up into the analytics table
@@ -100,7 +101,7 @@ class TollgateFunctions(Construct):
             ServiceFunctionProps(
                 code_dir=FUNCTIONS_DIR / "stream",
                 handler="run.sh",
-                description="Tollgate chat routes (streaming): FastAPI under uvicorn + Lambda Web Adapter",
+                description="Tollgate chat routes (streaming): uvicorn + Lambda Web Adapter",
                 layers=[layer, web_adapter],
                 environment={
                     **environment,
@@ -119,7 +120,7 @@ class TollgateFunctions(Construct):
             ServiceFunctionProps(
                 code_dir=FUNCTIONS_DIR / "gateway",
                 handler="handler.handler",
-                description="Tollgate models, embeddings and images: FastAPI under Mangum",
+                description="Tollgate models, embeddings and images: Mangum",
                 layers=[layer],
                 environment=environment,
                 memory_size=1024,

@@ -1,9 +1,10 @@
 """The data-plane routes answer the same whether ``DirectRoutes`` or FastAPI serves them.
 
 ``tollgate.api.direct`` solves the data-plane endpoints' parameters itself, for speed. This suite
-sends one matrix of good and bad requests to two apps over the same services: the real one (direct
-routes on) and one where FastAPI serves every route. Status, error bodies, headers and answers must
-match, so a difference in parsing, validation order or error wording fails here.
+sends one matrix of good and bad requests to three apps over the same services: the local app (direct
+routes, FastAPI behind them), the framework-free app of the stream and gateway functions
+(``data_plane_app``), and one where FastAPI serves every route. Status, error bodies, headers and
+answers must match, so a difference in parsing, validation order or error wording fails here.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import FastAPI
+from starlette.responses import Response
 from starlette.testclient import TestClient
 
-from tollgate.api.apps import create_app, fastapi_app, local_app
+from tollgate.api.apps import create_app, data_plane_app, fastapi_app, local_app
 from tollgate.api.direct import DirectRoutes
-from tollgate.api.messages import messages_router
-from tollgate.api.public import chat_router, health_router, models_router
+from tollgate.api.messages import messages_routes
+from tollgate.api.public import chat_routes, health_routes, models_routes
+from tollgate.api.routes import RouteTable
+
+DATA_PLANE = [chat_routes, messages_routes, models_routes, health_routes]
 
 CHAT = {"model": "fake/echo", "messages": [{"role": "user", "content": "Hi"}]}
 MESSAGE = {"model": "fake/echo", "max_tokens": 32, "messages": [{"role": "user", "content": "Hi"}]}
@@ -32,10 +37,17 @@ VOLATILE_FIELDS = {"id", "created", "created_at"}
 @pytest.fixture
 def framework(services) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     """The same routes over the same services, every one served by FastAPI."""
-    app = create_app(
-        [chat_router, messages_router, models_router, health_router], title="t", services=services
-    )
+    app = create_app(DATA_PLANE, title="t", services=services)
     with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def plane(services) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """The same routes over the same services, served as the stream and gateway functions serve them."""
+    with TestClient(
+        data_plane_app(DATA_PLANE, services=services), raise_server_exceptions=False
+    ) as test_client:
         yield test_client
 
 
@@ -63,11 +75,13 @@ def answer(response: Any) -> tuple[int, dict[str, str], Any]:
     return response.status_code, headers, body
 
 
-def same_answer(client: TestClient, framework: TestClient, method: str, path: str, **request: Any) -> Any:
-    direct = answer(client.request(method, path, **request))
+def same_answer(
+    clients: list[TestClient], framework: TestClient, method: str, path: str, **request: Any
+) -> Any:
     served_by_fastapi = answer(framework.request(method, path, **request))
-    assert direct == served_by_fastapi
-    return direct
+    for client in clients:
+        assert answer(client.request(method, path, **request)) == served_by_fastapi
+    return served_by_fastapi
 
 
 def auth(key: str, **headers: str) -> dict[str, str]:
@@ -100,9 +114,14 @@ BODIES: list[tuple[str, bytes, dict[str, str]]] = [
 
 
 @pytest.mark.parametrize(("name", "body", "headers"), BODIES, ids=[case[0] for case in BODIES])
-def test_chat_bodies(client, framework, tenant_key, name, body, headers):  # type: ignore[no-untyped-def]
+def test_chat_bodies(client, plane, framework, tenant_key, name, body, headers):  # type: ignore[no-untyped-def]
     status, _, _ = same_answer(
-        client, framework, "POST", "/v1/chat/completions", content=body, headers=auth(tenant_key, **headers)
+        [client, plane],
+        framework,
+        "POST",
+        "/v1/chat/completions",
+        content=body,
+        headers=auth(tenant_key, **headers),
     )
     assert status == (200 if name in ("valid", "stream", "charset", "vendor json") else status)
 
@@ -121,35 +140,37 @@ def test_chat_bodies(client, framework, tenant_key, name, body, headers):  # typ
 @pytest.mark.parametrize(
     "body", [json.dumps(CHAT).encode(), b"{not json", b'{"model": 1}'], ids=["ok", "bad", "bad2"]
 )
-def test_authentication_comes_in_fastapis_order(client, framework, headers, body):  # type: ignore[no-untyped-def]
+def test_authentication_comes_in_fastapis_order(client, plane, framework, headers, body):  # type: ignore[no-untyped-def]
     """Broken JSON is refused before the key is looked at; a bad body after it (FastAPI's order)."""
     status, _, _ = same_answer(
-        client, framework, "POST", "/v1/chat/completions", content=body, headers={**JSON, **headers}
+        [client, plane], framework, "POST", "/v1/chat/completions", content=body, headers={**JSON, **headers}
     )
     assert status in (400, 401)
 
 
 @pytest.mark.parametrize("length", [0, 1, 255, 256])
 @pytest.mark.parametrize("body", [CHAT, {"model": "fake/echo"}], ids=["valid body", "invalid body"])
-def test_idempotency_key_bounds(client, framework, tenant_key, length, body):  # type: ignore[no-untyped-def]
+def test_idempotency_key_bounds(client, plane, framework, tenant_key, length, body):  # type: ignore[no-untyped-def]
     """The header's declared bounds (1 to 255 characters), checked before the body, as FastAPI does.
-    Each app gets its own key of the same length, so neither replays the other's answer."""
-    direct = client.post(
-        "/v1/chat/completions", json=body, headers=auth(tenant_key, **{"Idempotency-Key": "d" * length})
-    )
-    fastapi = framework.post(
-        "/v1/chat/completions", json=body, headers=auth(tenant_key, **{"Idempotency-Key": "f" * length})
-    )
-    assert answer(direct) == answer(fastapi)
-    assert direct.status_code == (200 if 1 <= length <= 255 and body is CHAT else 400)
+    Each app gets its own key of the same length, so none replays another's answer."""
+    answers = [
+        test_client.post(
+            "/v1/chat/completions",
+            json=body,
+            headers=auth(tenant_key, **{"Idempotency-Key": letter * length}),
+        )
+        for test_client, letter in ((client, "d"), (plane, "p"), (framework, "f"))
+    ]
+    assert answer(answers[0]) == answer(answers[1]) == answer(answers[2])
+    assert answers[0].status_code == (200 if 1 <= length <= 255 and body is CHAT else 400)
 
 
-def test_replays_are_identical(client, framework, tenant_key):  # type: ignore[no-untyped-def]
+def test_replays_are_identical(client, plane, framework, tenant_key):  # type: ignore[no-untyped-def]
     headers = auth(tenant_key, **{"Idempotency-Key": "parity-replay"})
     first = client.post("/v1/chat/completions", json=CHAT, headers=headers)
     assert first.status_code == 200
     status, replay_headers, body = same_answer(
-        client, framework, "POST", "/v1/chat/completions", json=CHAT, headers=headers
+        [client, plane], framework, "POST", "/v1/chat/completions", json=CHAT, headers=headers
     )
     assert status == 200 and replay_headers["idempotent-replayed"] == "true"
     assert body == scrub(first.json())
@@ -160,17 +181,22 @@ def test_replays_are_identical(client, framework, tenant_key):  # type: ignore[n
     [MESSAGE, {**MESSAGE, "stream": True}, {"model": "fake/echo"}, {**MESSAGE, "max_tokens": "many"}],
     ids=["valid", "stream", "missing", "wrong type"],
 )
-def test_messages(client, framework, tenant_key, body):  # type: ignore[no-untyped-def]
+def test_messages(client, plane, framework, tenant_key, body):  # type: ignore[no-untyped-def]
     status, _, answered = same_answer(
-        client, framework, "POST", "/v1/messages", json=body, headers={"x-api-key": tenant_key}
+        [client, plane], framework, "POST", "/v1/messages", json=body, headers={"x-api-key": tenant_key}
     )
     if status != 200:
         assert answered["type"] == "error"  # Anthropic's shape on its route, on both paths
 
 
-def test_messages_broken_json_in_anthropic_shape(client, framework, tenant_key):  # type: ignore[no-untyped-def]
+def test_messages_broken_json_in_anthropic_shape(client, plane, framework, tenant_key):  # type: ignore[no-untyped-def]
     status, _, answered = same_answer(
-        client, framework, "POST", "/v1/messages", content=b"{", headers={"x-api-key": tenant_key, **JSON}
+        [client, plane],
+        framework,
+        "POST",
+        "/v1/messages",
+        content=b"{",
+        headers={"x-api-key": tenant_key, **JSON},
     )
     assert status == 400 and answered["type"] == "error"
 
@@ -185,16 +211,16 @@ def test_messages_broken_json_in_anthropic_shape(client, framework, tenant_key):
         ("/v1/images/generations", {"model": "fake/image", "prompt": "x", "n": 0}),
     ],
 )
-def test_generation(client, framework, tenant_key, path, body):  # type: ignore[no-untyped-def]
-    same_answer(client, framework, "POST", path, json=body, headers=auth(tenant_key))
+def test_generation(client, plane, framework, tenant_key, path, body):  # type: ignore[no-untyped-def]
+    same_answer([client, plane], framework, "POST", path, json=body, headers=auth(tenant_key))
 
 
 @pytest.mark.parametrize(
     "headers", [{}, {"Authorization": "Bearer tg-x-y"}], ids=["tenant key", "unknown key"]
 )
-def test_model_list(client, framework, tenant_key, headers):  # type: ignore[no-untyped-def]
+def test_model_list(client, plane, framework, tenant_key, headers):  # type: ignore[no-untyped-def]
     status, _, listing = same_answer(
-        client, framework, "GET", "/v1/models", headers=headers or auth(tenant_key)
+        [client, plane], framework, "GET", "/v1/models", headers=headers or auth(tenant_key)
     )
     if not headers:
         assert status == 200 and {"fake/echo", "fake/embed"} <= {card["id"] for card in listing["data"]}
@@ -211,7 +237,7 @@ def test_model_list(client, framework, tenant_key, headers):  # type: ignore[no-
 )
 def test_other_requests_reach_fastapi(client, framework, tenant_key, method, path):  # type: ignore[no-untyped-def]
     status, _, _ = same_answer(
-        client, framework, method, path, headers=auth(tenant_key), follow_redirects=False
+        [client], framework, method, path, headers=auth(tenant_key), follow_redirects=False
     )
     assert status in (307, 404, 405)
 
@@ -256,7 +282,8 @@ def test_behind_a_path_prefix_the_hot_routes_stay_direct(services, tenant_key, f
 
 
 def test_dependency_overrides_send_requests_through_fastapi(services, tenant_key):  # type: ignore[no-untyped-def]
-    from tollgate.api.deps import Caller, get_caller
+    from tollgate.api.caller import Caller
+    from tollgate.api.deps import get_caller
     from tollgate.errors import PermissionDeniedError
 
     app = local_app(services)
@@ -334,21 +361,106 @@ def test_the_gateway_function_serves_the_direct_routes_under_mangum(services, te
     assert refused["statusCode"] == 400 and json.loads(refused["body"])["error"]["param"] == "input"
 
 
-def _noop() -> None:
-    return None
+async def _thing(thing_id: str) -> Response:
+    return Response()
+
+
+async def _things(limit: int = 10) -> Response:
+    return Response()
 
 
 @pytest.mark.parametrize(
     "declare",
     [
-        lambda router: router.get("/v1/things/{thing_id}")(lambda thing_id: Response()),
-        lambda router: router.get("/v1/things")(lambda limit=10: Response()),
-        lambda router: router.get("/v1/things", dependencies=[Depends(_noop)])(lambda: Response()),
+        lambda table: table.get("/v1/things/{thing_id}")(_thing),
+        lambda table: table.get("/v1/things")(_things),
+        lambda table: table.get("/v1/things", dependencies=[])(_things),
+        lambda table: table.get("/v1/things", status_code=201)(_things),
     ],
-    ids=["path parameter", "query parameter", "route dependency"],
+    ids=["path parameter", "query parameter", "route dependency", "status code"],
 )
 def test_a_route_it_would_not_serve_as_fastapi_does_fails_at_build(services, declare):  # type: ignore[no-untyped-def]
-    router = APIRouter()
-    declare(router)
+    """Refused when declared (an option FastAPI would act on) or when the app is built (a parameter)."""
+
+    def declare_and_build() -> None:
+        table = RouteTable("things")
+        declare(table)
+        data_plane_app([table], services=services)
+
     with pytest.raises(TypeError, match="directly"):
-        create_app([router], title="t", services=services, direct=[router])
+        declare_and_build()
+
+
+# -- the framework-free app of the stream and gateway functions ---------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/nope", "/", "/v1/models/fake%2Fecho"])
+def test_an_unknown_path_is_a_404_in_openai_shape(plane, framework, tenant_key, path):  # type: ignore[no-untyped-def]
+    response = plane.get(path, headers=auth(tenant_key))
+    assert answer(response) == answer(framework.get(path, headers=auth(tenant_key)))
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found_error"
+    assert response.json()["error"]["message"].startswith("Unknown request URL: GET /")
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/chat/completions", "POST"),
+        ("PUT", "/v1/models", "GET"),
+        ("DELETE", "/v1/messages", "POST"),
+    ],
+)
+def test_another_method_on_a_known_path_is_a_405_with_allow(plane, framework, method, path, allow):  # type: ignore[no-untyped-def]
+    """As FastAPI answers (which also allows HEAD on a GET route: API Gateway sends the function
+    only the declared methods)."""
+    response = plane.request(method, path)
+    served_by_fastapi = framework.request(method, path)
+    assert response.status_code == served_by_fastapi.status_code == 405
+    assert response.json() == served_by_fastapi.json()
+    assert response.headers["allow"] == allow
+    assert set(served_by_fastapi.headers["allow"].split(", ")) - {"HEAD"} == {allow}
+
+
+def test_an_anthropic_route_answers_404_and_405_in_anthropic_shape(plane):  # type: ignore[no-untyped-def]
+    assert plane.get("/v1/messages").json()["type"] == "error"
+    assert plane.get("/v1/messages/batches").json()["type"] == "error"
+
+
+def test_the_lifespan_closes_the_services_at_shutdown(services, monkeypatch):  # type: ignore[no-untyped-def]
+    closed: list[bool] = []
+
+    async def aclose() -> None:
+        closed.append(True)
+
+    monkeypatch.setattr(services, "aclose", aclose)
+    with TestClient(data_plane_app(DATA_PLANE, services=services)) as test_client:
+        assert test_client.get("/healthz").json() == {"status": "ok"}
+        assert closed == []
+    assert closed == [True]
+
+
+@pytest.mark.parametrize(("folder", "module"), [("gateway", "handler"), ("stream", "main")])
+def test_the_data_plane_functions_load_no_web_framework(folder, module):  # type: ignore[no-untyped-def]
+    """What the framework-free app is for: FastAPI (and what it brings: OpenTelemetry's API, its
+    OpenAPI models, the pydantic v1 shim) stays out of the stream and gateway functions' cold start."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.coldstart import entry_environment
+
+    code = (
+        f"import sys, {module}; "
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'fastapi', 'opentelemetry', 'pydantic'}))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    loaded = subprocess.run(  # noqa: S603 - our own interpreter, a fixed snippet
+        [sys.executable, "-c", code],
+        cwd=root / "functions" / folder,
+        env={**entry_environment(), "PYTHONPATH": str(root / "layers" / "providers" / "src")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert loaded.strip() == "['pydantic']"  # pydantic validates the bodies; the framework is gone

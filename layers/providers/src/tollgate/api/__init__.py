@@ -1,1 +1,2 @@
-"""The FastAPI apps: routers per resource, auth as dependencies, errors rendered in one place."""
+"""The HTTP apps: the data-plane routes (framework-free tables, served by ``direct``), the admin
+routers (FastAPI), auth, and errors rendered in one place."""

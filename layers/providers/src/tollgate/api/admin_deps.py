@@ -10,7 +10,8 @@ from fastapi import Depends, Request
 from tollgate.admin.access import AdminAccess
 from tollgate.admin.audit import AdminContext
 from tollgate.admin.principal import AdminPrincipal
-from tollgate.api.deps import ServicesDep, presented_token, request_id_of
+from tollgate.api.caller import presented_token
+from tollgate.api.deps import ServicesDep, request_id_of
 from tollgate.errors import AuthenticationError, PermissionDeniedError
 
 

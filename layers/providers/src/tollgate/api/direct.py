@@ -1,25 +1,24 @@
-"""The data-plane routes, served without FastAPI's per-request machinery.
+"""The data-plane routes, served without a web framework's per-request machinery.
 
-FastAPI declares every route: each endpoint is defined once, as a FastAPI endpoint, and the OpenAPI
-document comes from there. But on the routes a gateway serves all day, FastAPI's own per-request
-work (five middleware layers, routing, the dependency solver, content negotiation through
-``email.message``, a validator per parameter) took about a quarter of a chat request's CPU in the
-benchmark's profile (``bench/ANALYSIS.md``).
-
-``DirectRoutes`` sits between ``RequestContext`` and the FastAPI app. A request whose method and path
-are exactly those of a data-plane route is solved here, in FastAPI's order, and handed to the *same
-endpoint function*:
+The endpoints are declared once, in ``tollgate.api.routes`` tables. ``DirectRoutes`` serves them: a
+request whose method and path are exactly those of a declared route is solved here, in FastAPI's
+order, and handed to the endpoint function:
 
 1. the body is read, and decoded as JSON when its content type is JSON (a decoding failure is
    FastAPI's ``json_invalid``);
-2. the caller is authenticated (``CallerDep`` is a sub-dependency, which FastAPI solves first);
+2. the caller is authenticated (``Caller``; under FastAPI a sub-dependency, which it solves first);
 3. header parameters are validated against their declared bounds, then the body against the
    endpoint's pydantic model, with FastAPI's error locations, so ``tollgate.api.errors`` names the
    first problem the same way;
 4. the endpoint's ``Response`` is sent.
 
-Failures are raised as ``TollgateError`` for ``RequestContext`` to render. Every other request (other
-paths, other methods, any request while ``dependency_overrides`` are set) goes to FastAPI untouched.
+Failures are raised as ``TollgateError`` for ``RequestContext`` to render. Every other request goes
+to the app behind: FastAPI in the all-in-one local app (which declares the same endpoints, and
+serves them itself while ``dependency_overrides`` are set), or ``NoRoute`` in the stream and gateway
+functions, which load no framework at all. FastAPI's own per-request work (five middleware layers,
+routing, the dependency solver, content negotiation through ``email.message``, a validator per
+parameter) took about a quarter of a chat request's CPU in the benchmark's profile, and importing it
+~40% of those functions' cold start (``bench/ANALYSIS.md``).
 ``tests/functional/test_direct_routes.py`` sends the same matrix of good and bad requests through
 both paths and requires the same answers; which parameter kinds a route may take is checked when
 the app is built, so a route this module cannot solve fails at cold start, not on a request.
@@ -34,18 +33,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
-from fastapi import APIRouter, FastAPI, params
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tollgate.api.deps import CallerDep, resolve_caller
-from tollgate.api.errors import validation_error
+from tollgate.api.caller import Caller, resolve_caller
+from tollgate.api.errors import HTTPStatusError, error_body, not_found, validation_error
+from tollgate.api.routes import InHeader, Route
 from tollgate.container import Services
-from tollgate.errors import InvalidRequestError
+from tollgate.errors import InvalidRequestError, TollgateError
 
 Endpoint = Callable[..., Awaitable[Response]]
 
@@ -67,24 +64,25 @@ class DirectRoute:
     headers: tuple[HeaderParam, ...]
 
     @classmethod
-    def of(cls, route: APIRoute) -> DirectRoute:
-        """Reads the endpoint's signature; raises ``TypeError`` for anything it would not do as
-        FastAPI does: a parameter kind it does not solve, a path parameter, a route-level dependency."""
-        if route.dependencies or route.param_convertors:
-            raise TypeError(f"{route.path}: route dependencies and path parameters are not served directly")
+    def of(cls, route: Route) -> DirectRoute:
+        """Reads the endpoint's signature; raises ``TypeError`` for a parameter kind it does not solve."""
+        if "{" in route.path:
+            raise TypeError(f"{route.path}: path parameters are not served directly")
         hints = get_type_hints(route.endpoint, include_extras=True)
         caller: str | None = None
         body: tuple[str, TypeAdapter[Any]] | None = None
         headers: list[HeaderParam] = []
         for name in inspect.signature(route.endpoint).parameters:
             hint: Any = hints.get(name)  # None: not annotated, refused below
-            header = _header_info(hint)
-            if hint == CallerDep:
+            header = header_of(hint)
+            if hint is Caller:
                 caller = name
             elif inspect.isclass(hint) and issubclass(hint, BaseModel) and body is None:
                 body = (name, TypeAdapter(hint))
-            elif header is not None and header.alias is not None:
-                headers.append(HeaderParam(name, header.alias, TypeAdapter(hint)))
+            elif header is not None:
+                bounds = Field(min_length=header.min_length, max_length=header.max_length)
+                bounded: Any = Annotated[get_args(hint)[0], bounds]
+                headers.append(HeaderParam(name, header.alias, TypeAdapter(bounded)))
             else:
                 raise TypeError(f"{route.path}: parameter {name!r} cannot be served directly")
         return cls(route.endpoint, caller, body, tuple(headers))
@@ -103,7 +101,7 @@ class DirectRoute:
         if self.body is not None:
             argument, adapter = self.body
             if payload is _EMPTY:
-                raise validation_error(RequestValidationError([_MISSING_BODY]))
+                raise validation_error([_MISSING_BODY])
             arguments[argument] = _validated(adapter, payload, ("body",))
         return arguments
 
@@ -115,27 +113,64 @@ _MISSING_BODY = {"type": "missing", "loc": ("body",), "msg": "Field required", "
 class DirectRoutes:
     """Serves the given routes directly; everything else goes to ``app``."""
 
-    def __init__(self, app: FastAPI, services: Services, routes: Iterable[APIRoute]) -> None:
+    def __init__(self, app: ASGIApp, services: Services, routes: Iterable[Route]) -> None:
         self.app = app
         self.services = services
-        self.routes: dict[tuple[str, str], DirectRoute] = {}
-        for route in routes:
-            direct = DirectRoute.of(route)
-            for method in route.methods or ():
-                self.routes[(method, route.path)] = direct
+        self.routes: dict[tuple[str, str], DirectRoute] = {
+            (route.method, route.path): DirectRoute.of(route) for route in routes
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.routes.get((scope.get("method", ""), _route_path(scope)))
-        if route is None or scope["type"] != "http" or self.app.dependency_overrides:
+        if route is None or scope["type"] != "http" or getattr(self.app, "dependency_overrides", None):
             await self.app(scope, receive, send)
             return
         response = await route.endpoint(**await route.arguments(self.services, scope, receive))
         await response(scope, receive, send)
 
 
-def routes_of(routers: Iterable[APIRouter]) -> list[APIRoute]:
-    """The routes declared on ``routers``, which must be included in the app without a prefix."""
-    return [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+class NoRoute:
+    """What answers behind ``DirectRoutes`` when no framework does (the stream and gateway functions):
+    404 for an unknown path, 405 (with ``Allow``) for a known path's other methods, as FastAPI's
+    handlers in ``tollgate.api.errors`` would; and the ASGI lifespan, which closes the services'
+    connections at shutdown."""
+
+    def __init__(self, services: Services, routes: Iterable[Route]) -> None:
+        self.services = services
+        self.allowed: dict[str, list[str]] = {}
+        for route in routes:
+            self.allowed.setdefault(route.path, []).append(route.method)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = _route_path(scope)
+        methods = self.allowed.get(path)
+        error: TollgateError
+        if methods is None:
+            error = not_found(scope.get("method", ""), scope.get("path", ""))
+        else:
+            error = HTTPStatusError("Method Not Allowed", status=405, headers={"Allow": ", ".join(methods)})
+        response = Response(
+            json.dumps(error_body(error, path)),
+            status_code=error.status,
+            headers=error.headers or None,
+            media_type="application/json",
+        )
+        await response(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.services.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 def _route_path(scope: Scope) -> str:
@@ -148,11 +183,12 @@ def _route_path(scope: Scope) -> str:
     return path
 
 
-def _header_info(hint: Any) -> params.Header | None:
+def header_of(hint: Any) -> InHeader | None:
+    """The ``InHeader`` of an ``Annotated[..., InHeader(...)]`` parameter, else None."""
     if get_origin(hint) is not Annotated:
         return None
     for meta in get_args(hint)[1:]:
-        if isinstance(meta, params.Header):
+        if isinstance(meta, InHeader):
             return meta
     return None
 
@@ -162,7 +198,7 @@ def _validated(adapter: TypeAdapter[Any], value: Any, location: tuple[str, ...])
         return adapter.validate_python(value, from_attributes=True)
     except ValidationError as error:
         problems = [{**item, "loc": (*location, *item["loc"])} for item in error.errors(include_url=False)]
-        raise validation_error(RequestValidationError(problems)) from None
+        raise validation_error(problems) from None
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -189,7 +225,7 @@ async def _json_body(receive: Receive, headers: Mapping[str, str]) -> Any:
         return json.loads(body)
     except json.JSONDecodeError as error:
         problem = {"type": "json_invalid", "loc": ("body", error.pos), "msg": "JSON decode error"}
-        raise validation_error(RequestValidationError([problem])) from None
+        raise validation_error([problem]) from None
     except ValueError:  # not UTF-8, UTF-16 or UTF-32
         raise InvalidRequestError("There was an error parsing the body") from None
 

@@ -6,16 +6,18 @@ whose clients expect Anthropic's: ``{"type": "error", "error": {"type", "message
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from tollgate.errors import InvalidRequestError, NotFoundError, TollgateError
 from tollgate.messages import anthropic_error_body
 from tollgate.observability import logger
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 #: Paths whose clients speak Anthropic's Messages API.
@@ -38,7 +40,7 @@ def internal_error() -> TollgateError:
     return TollgateError("The server had an error while processing your request.")
 
 
-class _HTTPStatusError(TollgateError):
+class HTTPStatusError(TollgateError):
     """A failure Starlette raised itself (405 and the like), with its status."""
 
     def __init__(self, message: str, *, status: int, headers: dict[str, str] | None) -> None:
@@ -51,12 +53,12 @@ class _HTTPStatusError(TollgateError):
         return body
 
 
-def validation_error(exc: RequestValidationError) -> InvalidRequestError:
-    """The first problem of a bad body, named the way OpenAI names it (``messages``, ``model``...)."""
-    problems = exc.errors()
+def validation_error(problems: Sequence[Mapping[str, Any]]) -> InvalidRequestError:
+    """The first problem of a bad body (pydantic's error list, with FastAPI's locations), named the
+    way OpenAI names it (``messages``, ``model``...)."""
     if not problems:
         return InvalidRequestError("The request is not valid.")
-    first: dict[str, Any] = problems[0]
+    first = problems[0]
     if first.get("type") == "json_invalid":
         return InvalidRequestError(
             "We could not parse the JSON body of your request. Send valid JSON.", code="invalid_json"
@@ -73,22 +75,29 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     return InvalidRequestError(text, param=param)
 
 
+def not_found(method: str, path: str) -> NotFoundError:
+    return NotFoundError(f"Unknown request URL: {method} {path}.")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     async def on_tollgate_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, TollgateError)
         return error_response(exc, request.url.path)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_error(exc), request.url.path)
+        return error_response(validation_error(exc.errors()), request.url.path)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         path = request.url.path
         if exc.status_code == 404:
-            return error_response(NotFoundError(f"Unknown request URL: {request.method} {path}."), path)
+            return error_response(not_found(request.method, path), path)
         headers = dict(exc.headers) if exc.headers else None
-        error = _HTTPStatusError(str(exc.detail), status=exc.status_code, headers=headers)
+        error = HTTPStatusError(str(exc.detail), status=exc.status_code, headers=headers)
         return error_response(error, path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Response
+from starlette.responses import Response
 
-from tollgate.api.deps import CallerDep
+from tollgate.api.caller import Caller
 from tollgate.api.public import SSE_HEADERS
+from tollgate.api.routes import RouteTable
 from tollgate.api.streaming import EventStream
 from tollgate.messages import AnthropicStreamEncoder, MessagesRequest, completion_to_message, messages_to_chat
 from tollgate.tokens import estimate_prompt_tokens
 
-messages_router = APIRouter(tags=["messages"])
+messages_routes = RouteTable("messages")
 
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-@messages_router.post("/v1/messages", operation_id="createMessage", response_model=None)
+@messages_routes.post("/v1/messages", operation_id="createMessage", response_model=None)
 async def create_message(
     body: MessagesRequest,
-    caller: CallerDep,
+    caller: Caller,
 ) -> Response:
     chat_request = messages_to_chat(body)
     call = await caller.services.chat.begin(

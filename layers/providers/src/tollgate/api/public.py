@@ -6,24 +6,25 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel
+from starlette.responses import Response
 
-from tollgate.api.deps import CallerDep
+from tollgate.api.caller import Caller
+from tollgate.api.routes import InHeader, RouteTable
 from tollgate.api.streaming import EventStream
 from tollgate.billing import Replay, request_hash
 from tollgate.schemas.openai import ChatRequest, EmbeddingRequest, ImageRequest, ModelList
 
-chat_router = APIRouter(tags=["chat"])
-models_router = APIRouter(tags=["models"])  # the gateway function: models, embeddings, images
-health_router = APIRouter(tags=["health"])
+chat_routes = RouteTable("chat")
+models_routes = RouteTable("models")  # the gateway function: models, embeddings, images
+health_routes = RouteTable("health")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 REPLAYED = {"Idempotent-Replayed": "true"}
 IdempotencyKey = Annotated[
     str | None,
-    Header(
-        alias="Idempotency-Key",
+    InHeader(
+        "Idempotency-Key",
         min_length=1,
         max_length=255,
         description="Retries with the same key and body replay the first response (one call, one charge)",
@@ -43,10 +44,10 @@ def replayed(replay: Replay) -> Response:
     return Response(replay.body, media_type=replay.content_type, headers=REPLAYED)
 
 
-@chat_router.post("/v1/chat/completions", operation_id="createChatCompletion", response_model=None)
+@chat_routes.post("/v1/chat/completions", operation_id="createChatCompletion", response_model=None)
 async def create_chat_completion(
     body: ChatRequest,
-    caller: CallerDep,
+    caller: Caller,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "chat.completions", body)
@@ -61,10 +62,10 @@ async def create_chat_completion(
     return Response(await call.complete(), media_type="application/json", headers=call.headers())
 
 
-@models_router.post("/v1/embeddings", operation_id="createEmbedding", response_model=None)
+@models_routes.post("/v1/embeddings", operation_id="createEmbedding", response_model=None)
 async def create_embedding(
     body: EmbeddingRequest,
-    caller: CallerDep,
+    caller: Caller,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "embeddings", body)
@@ -76,10 +77,10 @@ async def create_embedding(
     return Response(result, media_type="application/json", headers=headers)
 
 
-@models_router.post("/v1/images/generations", operation_id="createImage", response_model=None)
+@models_routes.post("/v1/images/generations", operation_id="createImage", response_model=None)
 async def create_image(
     body: ImageRequest,
-    caller: CallerDep,
+    caller: Caller,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     key = idempotency(idempotency_key, "images.generations", body)
@@ -91,13 +92,13 @@ async def create_image(
     return Response(result, media_type="application/json", headers=headers)
 
 
-@models_router.get("/v1/models", operation_id="listModels", response_model=ModelList)
-async def list_models(caller: CallerDep) -> Response:
+@models_routes.get("/v1/models", operation_id="listModels", response_model=ModelList)
+async def list_models(caller: Caller) -> Response:
     cards = await caller.services.registry.list_models()
     listing = ModelList(data=[card for card in cards if caller.principal.may_use(card.id)])
     return Response(listing.model_dump_json(), media_type="application/json")
 
 
-@health_router.get("/healthz", operation_id="health", include_in_schema=False)
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+@health_routes.get("/healthz", operation_id="health", include_in_schema=False)
+async def health() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
