@@ -155,19 +155,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         value = entry["import_ms"][next(iter(entry["import_ms"]))]
         if worst is None or value > worst:
             worst_name, worst = name, value
-    row(
-        "Cold import, slowest entry module",
-        "≤ 300 ms",
-        worst is not None and worst <= 300,
-        f"{_f(worst, 0, ' ms')} ({worst_name})",
-        f"bare FastAPI + Mangum {_f(floor, 0, ' ms')}" if floor else "",
-    )
+        row(  # the target holds for each entry: one row each
+            f"Cold import, {name} entry",
+            "≤ 300 ms",
+            value <= 300,
+            _f(value, 0, " ms"),
+            f"bare FastAPI + Mangum {_f(floor, 0, ' ms')}" if floor else "",
+        )
     share = worst / litellm_import if worst and litellm_import else None
     row(
-        "Cold import vs LiteLLM's",
+        "Cold import vs LiteLLM's (slowest entry)",
         "≤ 1/5",
         None if share is None else share <= 0.2,
-        f"1/{_f(1 / share, 1)}" if share else "n/a",
+        f"1/{_f(1 / share, 1)} ({worst_name})" if share else "n/a",
         f"LiteLLM proxy {_f(litellm_import, 0, ' ms')}" if litellm_import else "",
     )
     mangum = _get(results, "mangum", "tollgate", "median_us")
