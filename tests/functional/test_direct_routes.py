@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from fastapi import FastAPI
@@ -22,7 +22,7 @@ from tollgate.api.apps import create_app, data_plane_app, fastapi_app, local_app
 from tollgate.api.direct import DirectRoutes
 from tollgate.api.messages import messages_routes
 from tollgate.api.public import chat_routes, health_routes, models_routes
-from tollgate.api.routes import RouteTable
+from tollgate.api.routes import InHeader, RouteTable
 
 DATA_PLANE = [chat_routes, messages_routes, models_routes, health_routes]
 
@@ -369,6 +369,10 @@ async def _things(limit: int = 10) -> Response:
     return Response()
 
 
+async def _required_header(tag: Annotated[str, InHeader("X-Tag")]) -> Response:
+    return Response()
+
+
 @pytest.mark.parametrize(
     "declare",
     [
@@ -376,8 +380,9 @@ async def _things(limit: int = 10) -> Response:
         lambda table: table.get("/v1/things")(_things),
         lambda table: table.get("/v1/things", dependencies=[])(_things),
         lambda table: table.get("/v1/things", status_code=201)(_things),
+        lambda table: table.get("/v1/things")(_required_header),
     ],
-    ids=["path parameter", "query parameter", "route dependency", "status code"],
+    ids=["path parameter", "query parameter", "route dependency", "status code", "required header"],
 )
 def test_a_route_it_would_not_serve_as_fastapi_does_fails_at_build(services, declare):  # type: ignore[no-untyped-def]
     """Refused when declared (an option FastAPI would act on) or when the app is built (a parameter)."""

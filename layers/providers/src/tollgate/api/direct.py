@@ -72,14 +72,14 @@ class DirectRoute:
         caller: str | None = None
         body: tuple[str, TypeAdapter[Any]] | None = None
         headers: list[HeaderParam] = []
-        for name in inspect.signature(route.endpoint).parameters:
+        for name, parameter in inspect.signature(route.endpoint).parameters.items():
             hint: Any = hints.get(name)  # None: not annotated, refused below
             header = header_of(hint)
             if hint is Caller:
                 caller = name
             elif inspect.isclass(hint) and issubclass(hint, BaseModel) and body is None:
                 body = (name, TypeAdapter(hint))
-            elif header is not None:
+            elif header is not None and parameter.default is None:  # optional headers only
                 bounds = Field(min_length=header.min_length, max_length=header.max_length)
                 bounded: Any = Annotated[get_args(hint)[0], bounds]
                 headers.append(HeaderParam(name, header.alias, TypeAdapter(bounded)))

@@ -7,7 +7,7 @@ annotations that say what each parameter is:
 
 * ``Caller``: the authenticated caller (``tollgate.api.caller``);
 * a pydantic model: the JSON body;
-* ``Annotated[str | None, InHeader("Name", ...)]``: a request header, with its bounds.
+* ``Annotated[str | None, InHeader("Name", ...)] = None``: an optional request header, with its bounds.
 
 ``tollgate.api.direct`` serves a table on its own; ``tollgate.api.apps`` also declares the same
 endpoints to FastAPI (``fastapi_router``) for the all-in-one local app and the OpenAPI document.
