@@ -29,6 +29,7 @@ the benchmark reports DynamoDB round trips per request.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -39,6 +40,8 @@ from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from tollgate.store.dynamo_http import snake_case
 
 Item = dict[str, dict[str, Any]]
 _DECIMAL = Context(prec=38)
@@ -1280,10 +1283,6 @@ class InlineTransport:
         self._latency = fake.latency
 
     async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        import asyncio
-
-        from tollgate.store.dynamo_http import snake_case
-
         if self._latency:
             await asyncio.sleep(self._latency)
         return self._fake.call_inline(snake_case(operation), params)

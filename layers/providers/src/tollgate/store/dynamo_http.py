@@ -27,6 +27,7 @@ construction (a hold refuses a second hold of the same request; a settlement car
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import re
@@ -61,6 +62,7 @@ class DynamoTransport(Protocol):
     async def close(self) -> None: ...
 
 
+@functools.cache  # a handful of operation names, converted on every call otherwise
 def snake_case(operation: str) -> str:
     """``TransactWriteItems`` → ``transact_write_items`` (boto3's method name)."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
