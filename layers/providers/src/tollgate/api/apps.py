@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args, get_type_hints
 from tollgate.api.caller import Caller
 from tollgate.api.direct import DirectRoutes, NoRoute, header_of
 from tollgate.api.middleware import RequestContext
-from tollgate.api.routes import Route, RouteTable
+from tollgate.api.routes import Route, RouteTable, routes_of
 from tollgate.container import Services
 from tollgate.settings import get_settings
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def data_plane_app(tables: Sequence[RouteTable], *, services: Services | None = None) -> RequestContext:
     """The routes of ``tables``, served by ``DirectRoutes`` alone: no framework."""
     shared = services or Services(get_settings())
-    routes = [route for table in tables for route in table.routes]
+    routes = routes_of(tables)
     served = DirectRoutes(NoRoute(shared, routes), shared, routes)
     return RequestContext(served, max_body_bytes=shared.settings.max_request_bytes)
 
@@ -72,8 +72,7 @@ def create_app(
         app.include_router(fastapi_router(router) if isinstance(router, RouteTable) else router)
     if any(all(table is not included for included in routers) for table in direct):
         raise ValueError("every directly served table must also be one of the app's routers")
-    routes = [route for table in direct for route in table.routes]
-    served = DirectRoutes(app, shared, routes) if direct else app
+    served = DirectRoutes(app, shared, routes_of(direct)) if direct else app
     return RequestContext(served, max_body_bytes=shared.settings.max_request_bytes)
 
 
@@ -97,7 +96,7 @@ def _fastapi_endpoint(route: Route) -> Any:
     hints = get_type_hints(endpoint, include_extras=True)
     parameters = []
     for parameter in inspect.signature(endpoint).parameters.values():
-        hint = hints[parameter.name]
+        hint = hints.get(parameter.name, parameter.annotation)
         header = header_of(hint)
         if hint is Caller:
             hint = CallerDep

@@ -16,7 +16,7 @@ Nothing here imports FastAPI.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,3 +80,7 @@ class RouteTable:
             return endpoint
 
         return declare
+
+
+def routes_of(tables: Iterable[RouteTable]) -> list[Route]:
+    return [route for table in tables for route in table.routes]
