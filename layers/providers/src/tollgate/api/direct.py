@@ -39,10 +39,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.caller import Caller, resolve_caller
-from tollgate.api.errors import HTTPStatusError, error_body, not_found, validation_error
+from tollgate.api.errors import HTTPStatusError, not_found, validation_error
 from tollgate.api.routes import InHeader, Route
 from tollgate.container import Services
-from tollgate.errors import InvalidRequestError, TollgateError
+from tollgate.errors import InvalidRequestError
 
 Endpoint = Callable[..., Awaitable[Response]]
 
@@ -131,9 +131,9 @@ class DirectRoutes:
 
 class NoRoute:
     """What answers behind ``DirectRoutes`` when no framework does (the stream and gateway functions):
-    404 for an unknown path, 405 (with ``Allow``) for a known path's other methods, as FastAPI's
-    handlers in ``tollgate.api.errors`` would; and the ASGI lifespan, which closes the services'
-    connections at shutdown."""
+    404 for an unknown path, 405 (with ``Allow``) for a known path's other methods, raised for
+    ``RequestContext`` to render as it renders every error; and the ASGI lifespan, which closes the
+    services' connections at shutdown."""
 
     def __init__(self, services: Services, routes: Iterable[Route]) -> None:
         self.services = services
@@ -147,20 +147,10 @@ class NoRoute:
             return
         if scope["type"] != "http":
             return
-        path = _route_path(scope)
-        methods = self.allowed.get(path)
-        error: TollgateError
+        methods = self.allowed.get(_route_path(scope))
         if methods is None:
-            error = not_found(scope.get("method", ""), scope.get("path", ""))
-        else:
-            error = HTTPStatusError("Method Not Allowed", status=405, headers={"Allow": ", ".join(methods)})
-        response = Response(
-            json.dumps(error_body(error, path)),
-            status_code=error.status,
-            headers=error.headers or None,
-            media_type="application/json",
-        )
-        await response(scope, receive, send)
+            raise not_found(scope.get("method", ""), scope.get("path", ""))
+        raise HTTPStatusError("Method Not Allowed", status=405, headers={"Allow": ", ".join(methods)})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
