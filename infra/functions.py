@@ -3,7 +3,8 @@
 - ``stream``: the chat routes (no web framework: ``tollgate.api.direct``) under uvicorn, behind the
   Lambda Web Adapter, so chat responses can stream;
 - ``gateway``: models, embeddings, images (no web framework either) under Mangum (buffered);
-- ``admin``: FastAPI under Mangum: the admin API and the console;
+- ``admin``: the admin API (no web framework either) under Mangum; API Gateway also sends it
+  ``/console``, which it does not serve yet (404);
 - ``rollup``: scheduled (``infra/schedule.py``): settles holds that dead processes left behind,
   expires unused starter credits (``Billing.sweep``) and rolls usage up into the analytics table
   (``tollgate.rollup``).
@@ -133,7 +134,7 @@ class TollgateFunctions(Construct):
             ServiceFunctionProps(
                 code_dir=FUNCTIONS_DIR / "admin",
                 handler="handler.handler",
-                description="Tollgate admin API and console: FastAPI under Mangum",
+                description="Tollgate admin API: Mangum",
                 layers=[layer],
                 # Only the admin function accepts admin sign-in tokens, so only it knows the issuer.
                 environment={**environment, **auth.environment},

@@ -3,7 +3,7 @@
 ``tollgate.api.direct`` solves the data-plane endpoints' parameters itself, for speed. This suite
 sends one matrix of good and bad requests to three apps over the same services: the local app (direct
 routes, FastAPI behind them), the framework-free app of the stream and gateway functions
-(``data_plane_app``), and one where FastAPI serves every route. Status, error bodies, headers and
+(``direct_app``), and one where FastAPI serves every route. Status, error bodies, headers and
 answers must match, so a difference in parsing, validation order or error wording fails here.
 """
 
@@ -18,11 +18,11 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.testclient import TestClient
 
-from tollgate.api.apps import create_app, data_plane_app, fastapi_app, local_app
+from tollgate.api.apps import create_app, direct_app, fastapi_app, local_app
 from tollgate.api.direct import DirectRoutes
 from tollgate.api.messages import messages_routes
 from tollgate.api.public import chat_routes, health_routes, models_routes
-from tollgate.api.routes import InHeader, RouteTable
+from tollgate.api.routes import InHeader, InPath, RouteTable
 
 DATA_PLANE = [chat_routes, messages_routes, models_routes, health_routes]
 
@@ -45,9 +45,7 @@ def framework(services) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def plane(services) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     """The same routes over the same services, served as the stream and gateway functions serve them."""
-    with TestClient(
-        data_plane_app(DATA_PLANE, services=services), raise_server_exceptions=False
-    ) as test_client:
+    with TestClient(direct_app(DATA_PLANE, services=services), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -235,7 +233,7 @@ def test_model_list(client, plane, framework, tenant_key, headers):  # type: ign
         ("GET", "/v1/nope"),
     ],
 )
-def test_other_requests_reach_fastapi(client, framework, tenant_key, method, path):  # type: ignore[no-untyped-def]
+def test_other_requests_are_answered_as_fastapi_answers_them(client, framework, tenant_key, method, path):  # type: ignore[no-untyped-def]
     status, _, _ = same_answer(
         [client], framework, method, path, headers=auth(tenant_key), follow_redirects=False
     )
@@ -257,8 +255,9 @@ def fastapi_entries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return entered
 
 
-def test_data_plane_requests_never_reach_fastapi(services, tenant_key, fastapi_entries):  # type: ignore[no-untyped-def]
-    """The point of the module: FastAPI's app is not entered for the hot routes."""
+def test_declared_routes_never_reach_fastapi(services, tenant_key, admin_headers, fastapi_entries):  # type: ignore[no-untyped-def]
+    """The point of the module: the local app's FastAPI is entered only for what it alone serves
+    (its OpenAPI document and docs), never for a declared route, as in the functions."""
     app = local_app(services)
     assert isinstance(app.app, DirectRoutes)
     with TestClient(app) as test_client:
@@ -266,9 +265,11 @@ def test_data_plane_requests_never_reach_fastapi(services, tenant_key, fastapi_e
             chat = test_client.post("/v1/chat/completions", json=CHAT, headers=auth(tenant_key))
             assert chat.status_code == 200
             assert test_client.get("/v1/models", headers=auth(tenant_key)).status_code == 200
+            assert test_client.get("/admin/v1/tenants", headers=admin_headers).status_code == 200
+            assert test_client.get("/healthz").status_code == 200
         assert fastapi_entries == []
-        assert test_client.get("/healthz").status_code == 200
-    assert fastapi_entries == ["/healthz"]
+        assert test_client.get("/openapi.json").status_code == 200
+    assert fastapi_entries == ["/openapi.json"]
 
 
 def test_behind_a_path_prefix_the_hot_routes_stay_direct(services, tenant_key, fastapi_entries):  # type: ignore[no-untyped-def]
@@ -365,11 +366,27 @@ async def _thing(thing_id: str) -> Response:
     return Response()
 
 
+async def _marked_thing(thing_id: Annotated[str, InPath()]) -> Response:
+    return Response()
+
+
 async def _things(limit: int = 10) -> Response:
     return Response()
 
 
-async def _required_header(tag: Annotated[str, InHeader("X-Tag")]) -> Response:
+async def _nothing() -> Response:
+    return Response()
+
+
+async def _unannotated():  # type: ignore[no-untyped-def]
+    return {}
+
+
+async def _counts() -> dict[str, int]:
+    return {}
+
+
+async def _required_header(tag: Annotated[str, InHeader(alias="X-Tag")]) -> Response:
     return Response()
 
 
@@ -379,10 +396,26 @@ async def _required_header(tag: Annotated[str, InHeader("X-Tag")]) -> Response:
         lambda table: table.get("/v1/things/{thing_id}")(_thing),
         lambda table: table.get("/v1/things")(_things),
         lambda table: table.get("/v1/things", dependencies=[])(_things),
-        lambda table: table.get("/v1/things", status_code=201)(_things),
         lambda table: table.get("/v1/things")(_required_header),
+        lambda table: table.get("/v1/things")(_marked_thing),
+        lambda table: table.get("/v1/things/{thing_id}")(_nothing),
+        lambda table: table.get("/v1/things")(_unannotated),
+        lambda table: table.delete("/v1/things", status_code=204)(_counts),
+        lambda table: (
+            table.get("/v1/things/{thing_id}")(_marked_thing) and table.get("/v1/things/x")(_nothing)
+        ),
     ],
-    ids=["path parameter", "query parameter", "route dependency", "status code", "required header"],
+    ids=[
+        "unmarked path parameter",
+        "unmarked query parameter",
+        "route dependency",
+        "required header",
+        "path parameter not in the path",
+        "path parameter not taken",
+        "answer of no declared type",
+        "answer where no body may go",
+        "route shadowed by an earlier one",
+    ],
 )
 def test_a_route_it_would_not_serve_as_fastapi_does_fails_at_build(services, declare):  # type: ignore[no-untyped-def]
     """Refused when declared (an option FastAPI would act on) or when the app is built (a parameter)."""
@@ -390,13 +423,13 @@ def test_a_route_it_would_not_serve_as_fastapi_does_fails_at_build(services, dec
     def declare_and_build() -> None:
         table = RouteTable("things")
         declare(table)
-        data_plane_app([table], services=services)
+        direct_app([table], services=services)
 
-    with pytest.raises(TypeError, match="directly"):
+    with pytest.raises(TypeError, match=r"directly|shadowed"):
         declare_and_build()
 
 
-# -- the framework-free app of the stream and gateway functions ---------------------------------
+# -- the framework-free app of the functions -------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/", "/v1/models/fake%2Fecho"])
@@ -439,16 +472,18 @@ def test_the_lifespan_closes_the_services_at_shutdown(services, monkeypatch):  #
         closed.append(True)
 
     monkeypatch.setattr(services, "aclose", aclose)
-    with TestClient(data_plane_app(DATA_PLANE, services=services)) as test_client:
+    with TestClient(direct_app(DATA_PLANE, services=services)) as test_client:
         assert test_client.get("/healthz").json() == {"status": "ok"}
         assert closed == []
     assert closed == [True]
 
 
-@pytest.mark.parametrize(("folder", "module"), [("gateway", "handler"), ("stream", "main")])
-def test_the_data_plane_functions_load_no_web_framework(folder, module):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("folder", "module"), [("gateway", "handler"), ("stream", "main"), ("admin", "handler")]
+)
+def test_the_functions_load_no_web_framework(folder, module):  # type: ignore[no-untyped-def]
     """What the framework-free app is for: FastAPI (and what it brings: OpenTelemetry's API, its
-    OpenAPI models, the pydantic v1 shim) stays out of the stream and gateway functions' cold start."""
+    OpenAPI models, the pydantic v1 shim) stays out of every function's cold start."""
     import subprocess
     import sys
     from pathlib import Path

@@ -74,6 +74,8 @@ def deployment() -> Iterator[dict[str, Any]]:
     """moto, the resources the stack creates, the three deployed apps, and a tenant with a data key."""
     from moto import mock_aws
 
+    from tollgate.api.admin import admin_routes
+    from tollgate.api.analytics import analytics_routes
     from tollgate.api.apps import admin_app, create_app, gateway_app, stream_app
     from tollgate.api.messages import messages_routes
     from tollgate.api.public import chat_routes, health_routes, models_routes
@@ -100,15 +102,16 @@ def deployment() -> Iterator[dict[str, Any]]:
 
         services.admin.create_tenant(TenantIn(id="acme", name="Acme"))
         data_key = services.admin.issue_key(KeyIn(tenant_id="acme", name="fuzz")).key
-        # The stream and gateway functions serve no document of their own (they load no framework):
-        # theirs is the one FastAPI makes of the same route tables.
+        # The functions serve no document of their own (they load no framework): theirs is the one
+        # FastAPI makes of the same route tables.
         stream_routes = [chat_routes, messages_routes, health_routes]
         gateway_routes = [models_routes, health_routes]
+        admin_tables = [admin_routes, analytics_routes, health_routes]
         yield {
             "apps": {
                 "stream": (stream_app(services), create_app(stream_routes, title="s", services=services)),
                 "gateway": (gateway_app(services), create_app(gateway_routes, title="g", services=services)),
-                "admin": (admin_app(services), None),
+                "admin": (admin_app(services), create_app(admin_tables, title="a", services=services)),
             },
             "tokens": {"stream": data_key, "gateway": data_key, "admin": ADMIN_KEY},
         }
@@ -127,7 +130,7 @@ def _load(app: Any, documented_by: Any, token: str) -> Any:
     """The app's document (served by ``documented_by`` when the app serves none), with the credential
     applied the way the document declares it (bearer), so that cases which deliberately leave it out
     (negative headers, ``ignored_auth``) go without."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", documented_by or app)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", documented_by)
     schema.app = app
     # HTTP clients send headers an API does not declare (User-Agent, SDK telemetry such as
     # X-Stainless-*), and OpenAI-compatible APIs ignore query parameters they do not define. An

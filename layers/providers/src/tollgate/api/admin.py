@@ -1,13 +1,15 @@
-"""The admin API (``/admin/v1``). Every route needs an admin credential (``require_admin``) and goes
-through ``AdminAccess``, which checks the caller's role and tenant, and writes the audit log."""
+"""The admin API (``/admin/v1``). Every route needs an admin credential (an admin table:
+``tollgate.api.admin_caller``) and goes through ``AdminAccess``, which checks the caller's role and
+tenant, and writes the audit log."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from starlette.responses import Response
 
+from tollgate.admin.access import AdminAccess
 from tollgate.admin.schemas import (
     ID_PATTERN,
     MODEL_PATTERN,
@@ -36,25 +38,19 @@ from tollgate.admin.schemas import (
     TenantOut,
     TenantUpdate,
 )
-from tollgate.api.admin_deps import AccessDep, require_admin
-from tollgate.api.admin_query import reject_unknown_query_parameters
+from tollgate.api.routes import InPath, InQuery, RouteTable
 from tollgate.errors import InvalidRequestError
 from tollgate.store.records import UsageRecord
 
-router = APIRouter(
-    prefix="/admin/v1",
-    tags=["admin"],
-    dependencies=[Depends(require_admin), Depends(reject_unknown_query_parameters)],
-)
+admin_routes = RouteTable("admin", prefix="/admin/v1", admin=True)
 
-ProviderName = Annotated[str, Path(pattern=NAME_PATTERN)]
-ObjectId = Annotated[str, Path(pattern=ID_PATTERN)]
-Model = Annotated[str, Path(pattern=MODEL_PATTERN.pattern)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+ProviderName = Annotated[str, InPath(pattern=NAME_PATTERN)]
+ObjectId = Annotated[str, InPath(pattern=ID_PATTERN)]
+Model = Annotated[str, InPath(pattern=MODEL_PATTERN.pattern)]
+Limit = Annotated[int, InQuery(ge=1, le=1000)]
 #: Cursors are what a previous page returned: ids, names, numbers or base64url; ASCII, so a cursor
 #: always fits a DynamoDB key (1 KB).
-Cursor = Annotated[str | None, Query(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9._:/@+=~-]+$")]
-Moment = Annotated[datetime | None, Query()]
+Cursor = Annotated[str | None, InQuery(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9._:/@+=~-]+$")]
 #: Times the API accepts: from the epoch to the end of year 9998 (so "a day before" never overflows).
 _EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 _LATEST = datetime(9998, 12, 31, tzinfo=UTC)
@@ -74,24 +70,26 @@ def _epoch_ms(moment: datetime, param: str) -> int:
 # -- providers --------------------------------------------------------------------------------
 
 
-@router.put("/providers/{name}", operation_id="putProvider")
-def put_provider(name: ProviderName, body: ProviderIn, access: AccessDep) -> ProviderOut:
+@admin_routes.put("/providers/{name}", operation_id="putProvider")
+def put_provider(name: ProviderName, body: ProviderIn, access: AdminAccess) -> ProviderOut:
     return access.put_provider(name, body)
 
 
-@router.put("/providers/{name}/credential", operation_id="putProviderCredential")
-def put_provider_credential(name: ProviderName, body: ProviderCredentialIn, access: AccessDep) -> ProviderOut:
+@admin_routes.put("/providers/{name}/credential", operation_id="putProviderCredential")
+def put_provider_credential(
+    name: ProviderName, body: ProviderCredentialIn, access: AdminAccess
+) -> ProviderOut:
     """Rotates a provider's credential. Write-only: the response shows a masked hint, never the value."""
     return access.put_provider_credential(name, body)
 
 
-@router.get("/providers", operation_id="listProviders")
-def list_providers(access: AccessDep, limit: Limit = 100, cursor: Cursor = None) -> Page[ProviderOut]:
+@admin_routes.get("/providers", operation_id="listProviders")
+def list_providers(access: AdminAccess, limit: Limit = 100, cursor: Cursor = None) -> Page[ProviderOut]:
     return access.list_providers(limit=limit, cursor=cursor)
 
 
-@router.get("/providers/{name}", operation_id="getProvider")
-def get_provider(name: ProviderName, access: AccessDep) -> ProviderOut:
+@admin_routes.get("/providers/{name}", operation_id="getProvider")
+def get_provider(name: ProviderName, access: AdminAccess) -> ProviderOut:
     return access.get_provider(name)
 
 
@@ -99,85 +97,84 @@ def get_provider(name: ProviderName, access: AccessDep) -> ProviderOut:
 # Price routes come before the ``{model:path}`` routes, which would otherwise swallow them.
 
 
-@router.put("/models/{model:path}/prices", operation_id="putModelPrice", status_code=status.HTTP_201_CREATED)
-def put_model_price(model: Model, body: PriceIn, access: AccessDep) -> PriceOut:
+@admin_routes.put("/models/{model:path}/prices", operation_id="putModelPrice", status_code=201)
+def put_model_price(model: Model, body: PriceIn, access: AdminAccess) -> PriceOut:
     return access.put_price(model, body)
 
 
-@router.get("/models/{model:path}/prices", operation_id="listModelPrices")
+@admin_routes.get("/models/{model:path}/prices", operation_id="listModelPrices")
 def list_model_prices(
-    model: Model, access: AccessDep, limit: Limit = 100, cursor: Cursor = None
+    model: Model, access: AdminAccess, limit: Limit = 100, cursor: Cursor = None
 ) -> Page[PriceOut]:
     return access.list_prices(model, limit=limit, cursor=cursor)
 
 
-@router.put("/models/{model:path}", operation_id="putModel")
-def put_model(model: Model, body: RouteIn, access: AccessDep) -> RouteOut:
+@admin_routes.put("/models/{model:path}", operation_id="putModel")
+def put_model(model: Model, body: RouteIn, access: AdminAccess) -> RouteOut:
     return access.put_route(model, body)
 
 
-@router.get("/models", operation_id="listModelRoutes")
-def list_model_routes(access: AccessDep, limit: Limit = 100, cursor: Cursor = None) -> Page[RouteOut]:
+@admin_routes.get("/models", operation_id="listModelRoutes")
+def list_model_routes(access: AdminAccess, limit: Limit = 100, cursor: Cursor = None) -> Page[RouteOut]:
     return access.list_routes(limit=limit, cursor=cursor)
 
 
-@router.get("/models/{model:path}", operation_id="getModelRoute")
-def get_model_route(model: Model, access: AccessDep) -> RouteOut:
+@admin_routes.get("/models/{model:path}", operation_id="getModelRoute")
+def get_model_route(model: Model, access: AdminAccess) -> RouteOut:
     return access.get_route(model)
 
 
-@router.delete(
-    "/models/{model:path}", operation_id="deleteModelRoute", status_code=status.HTTP_204_NO_CONTENT
-)
-def delete_model_route(model: Model, access: AccessDep) -> Response:
+@admin_routes.delete("/models/{model:path}", operation_id="deleteModelRoute", status_code=204)
+def delete_model_route(model: Model, access: AdminAccess) -> Response:
     access.delete_route(model)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Response(status_code=204)
 
 
 # -- tenants and credits ----------------------------------------------------------------------
 
 
-@router.post("/tenants", operation_id="createTenant", status_code=status.HTTP_201_CREATED)
-def create_tenant(body: TenantIn, access: AccessDep) -> TenantOut:
+@admin_routes.post("/tenants", operation_id="createTenant", status_code=201)
+def create_tenant(body: TenantIn, access: AdminAccess) -> TenantOut:
     return access.create_tenant(body)
 
 
-@router.get("/tenants", operation_id="listTenants")
-def list_tenants(access: AccessDep, limit: Limit = 100, cursor: Cursor = None) -> Page[TenantOut]:
+@admin_routes.get("/tenants", operation_id="listTenants")
+def list_tenants(access: AdminAccess, limit: Limit = 100, cursor: Cursor = None) -> Page[TenantOut]:
     return access.list_tenants(limit=limit, cursor=cursor)
 
 
-@router.get("/tenants/{tenant_id}", operation_id="getTenant")
-def get_tenant(tenant_id: ObjectId, access: AccessDep) -> TenantOut:
+@admin_routes.get("/tenants/{tenant_id}", operation_id="getTenant")
+def get_tenant(tenant_id: ObjectId, access: AdminAccess) -> TenantOut:
     return access.get_tenant(tenant_id)
 
 
-@router.patch("/tenants/{tenant_id}", operation_id="updateTenant")
-def update_tenant(tenant_id: ObjectId, body: TenantUpdate, access: AccessDep) -> TenantOut:
+@admin_routes.patch("/tenants/{tenant_id}", operation_id="updateTenant")
+def update_tenant(tenant_id: ObjectId, body: TenantUpdate, access: AdminAccess) -> TenantOut:
     return access.update_tenant(tenant_id, body)
 
 
-@router.post(
+@admin_routes.post(
     "/tenants/{tenant_id}/credits",
     operation_id="addCredits",
-    status_code=status.HTTP_201_CREATED,
+    status_code=201,
+    response_model=EntryOut,
     responses={200: {"model": EntryOut, "description": "A replay of an idempotency_key: no change"}},
 )
-def add_credits(tenant_id: ObjectId, body: CreditIn, access: AccessDep, response: Response) -> EntryOut:
+def add_credits(tenant_id: ObjectId, body: CreditIn, access: AdminAccess) -> Response:
     entry, new = access.add_credits(tenant_id, body)
-    if not new:
-        response.status_code = status.HTTP_200_OK  # a replay of the same idempotency_key
-    return entry
+    return Response(  # 200 for a replay of the same idempotency_key
+        entry.model_dump_json(by_alias=True), status_code=201 if new else 200, media_type="application/json"
+    )
 
 
-@router.get("/tenants/{tenant_id}/balance", operation_id="getBalance")
-def get_balance(tenant_id: ObjectId, access: AccessDep) -> BalanceOut:
+@admin_routes.get("/tenants/{tenant_id}/balance", operation_id="getBalance")
+def get_balance(tenant_id: ObjectId, access: AdminAccess) -> BalanceOut:
     return access.balance(tenant_id)
 
 
-@router.get("/tenants/{tenant_id}/ledger", operation_id="listLedgerEntries")
+@admin_routes.get("/tenants/{tenant_id}/ledger", operation_id="listLedgerEntries")
 def list_ledger(
-    tenant_id: ObjectId, access: AccessDep, limit: Limit = 100, cursor: Cursor = None
+    tenant_id: ObjectId, access: AdminAccess, limit: Limit = 100, cursor: Cursor = None
 ) -> Page[EntryOut]:
     return access.ledger_entries(tenant_id, limit=limit, cursor=cursor)
 
@@ -185,18 +182,18 @@ def list_ledger(
 # -- keys -------------------------------------------------------------------------------------
 
 
-@router.post("/keys", operation_id="createKey", status_code=status.HTTP_201_CREATED)
-def create_key(body: KeyIn, access: AccessDep) -> IssuedKeyOut:
+@admin_routes.post("/keys", operation_id="createKey", status_code=201)
+def create_key(body: KeyIn, access: AdminAccess) -> IssuedKeyOut:
     """Issues a data-plane key, or an admin key (``scope: admin``, with a ``role``). Shown once."""
     return access.issue_key(body)
 
 
-@router.get("/keys", operation_id="listKeys")
+@admin_routes.get("/keys", operation_id="listKeys")
 def list_keys(
-    access: AccessDep,
+    access: AdminAccess,
     tenant_id: Annotated[
         str | None,
-        Query(
+        InQuery(
             pattern=ID_PATTERN,
             description="A tenant's keys; without it, the global admin keys "
             "(a tenant admin: its own tenant's keys)",
@@ -208,33 +205,33 @@ def list_keys(
     return access.list_keys(tenant_id, limit=limit, cursor=cursor)
 
 
-@router.get("/keys/{key_id}", operation_id="getKey")
-def get_key(key_id: ObjectId, access: AccessDep) -> KeyOut:
+@admin_routes.get("/keys/{key_id}", operation_id="getKey")
+def get_key(key_id: ObjectId, access: AdminAccess) -> KeyOut:
     return access.get_key(key_id)
 
 
-@router.patch("/keys/{key_id}", operation_id="updateKey")
-def update_key(key_id: ObjectId, body: KeyUpdate, access: AccessDep) -> KeyOut:
+@admin_routes.patch("/keys/{key_id}", operation_id="updateKey")
+def update_key(key_id: ObjectId, body: KeyUpdate, access: AdminAccess) -> KeyOut:
     """Changes a key's name, models, expiry, budget or limits: a field left out stays, ``null``
     removes it. The id and secret stay; every process sees the change within 60 seconds."""
     return access.update_key(key_id, body)
 
 
-@router.post("/sessions/revoke", operation_id="revokeAdminSessions")
-def revoke_admin_sessions(body: SessionRevocationIn, access: AccessDep) -> SessionRevocationOut:
+@admin_routes.post("/sessions/revoke", operation_id="revokeAdminSessions")
+def revoke_admin_sessions(body: SessionRevocationIn, access: AdminAccess) -> SessionRevocationOut:
     """Ends a signed-in admin's sessions (OIDC): every token of that user issued until now is refused,
     everywhere within 60 seconds; signing in again issues tokens that work. Owners and admins only."""
     return access.revoke_sessions(body)
 
 
-@router.delete("/keys/{key_id}", operation_id="revokeKey")
-def revoke_key(key_id: ObjectId, access: AccessDep) -> KeyOut:
+@admin_routes.delete("/keys/{key_id}", operation_id="revokeKey")
+def revoke_key(key_id: ObjectId, access: AdminAccess) -> KeyOut:
     """Revokes a key: refused everywhere within 60 seconds (the key cache's bound)."""
     return access.revoke_key(key_id)
 
 
-@router.post("/keys/{key_id}/rotate", operation_id="rotateKey")
-def rotate_key(key_id: ObjectId, body: RotateKeyIn, access: AccessDep) -> IssuedKeyOut:
+@admin_routes.post("/keys/{key_id}/rotate", operation_id="rotateKey")
+def rotate_key(key_id: ObjectId, body: RotateKeyIn, access: AdminAccess) -> IssuedKeyOut:
     """A new secret for the same key id, shown once; the old secret works for ``grace_seconds`` more."""
     return access.rotate_key(key_id, grace_seconds=body.grace_seconds)
 
@@ -242,13 +239,13 @@ def rotate_key(key_id: ObjectId, body: RotateKeyIn, access: AccessDep) -> Issued
 # -- usage and audit --------------------------------------------------------------------------
 
 
-@router.get("/usage", operation_id="listUsage")
+@admin_routes.get("/usage", operation_id="listUsage")
 def list_usage(
-    access: AccessDep,
-    tenant_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-    key_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-    since: Annotated[datetime | None, Query(description="Start (inclusive); default 24 hours ago")] = None,
-    until: Annotated[datetime | None, Query(description="End (exclusive); default now")] = None,
+    access: AdminAccess,
+    tenant_id: Annotated[str | None, InQuery(pattern=ID_PATTERN)] = None,
+    key_id: Annotated[str | None, InQuery(pattern=ID_PATTERN)] = None,
+    since: Annotated[datetime | None, InQuery(description="Start (inclusive); default 24 hours ago")] = None,
+    until: Annotated[datetime | None, InQuery(description="End (exclusive); default now")] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[UsageRecord]:
@@ -261,17 +258,17 @@ def list_usage(
     )
 
 
-@router.get("/audit", operation_id="listAuditEntries")
+@admin_routes.get("/audit", operation_id="listAuditEntries")
 def list_audit(
-    access: AccessDep,
-    tenant_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-    actor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
-    action: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    outcome: Literal["ok", "denied"] | None = None,
-    since: Annotated[datetime | None, Query(description="Entries at or after")] = None,
-    until: Annotated[datetime | None, Query(description="Entries before")] = None,
+    access: AdminAccess,
+    tenant_id: Annotated[str | None, InQuery(pattern=ID_PATTERN)] = None,
+    actor: Annotated[str | None, InQuery(min_length=1, max_length=512)] = None,
+    action: Annotated[str | None, InQuery(min_length=1, max_length=64)] = None,
+    outcome: Annotated[Literal["ok", "denied"] | None, InQuery()] = None,
+    since: Annotated[datetime | None, InQuery(description="Entries at or after")] = None,
+    until: Annotated[datetime | None, InQuery(description="Entries before")] = None,
     verify: Annotated[
-        bool, Query(description="Also check the whole hash chain and report its first broken link")
+        bool, InQuery(description="Also check the whole hash chain and report its first broken link")
     ] = False,
     limit: Limit = 100,
     cursor: Cursor = None,
@@ -290,6 +287,6 @@ def list_audit(
     )
 
 
-@router.get("/audit/{seq}", operation_id="getAuditEntry")
-def get_audit_entry(seq: Annotated[int, Path(ge=1, le=10**15)], access: AccessDep) -> AuditEntryOut:
+@admin_routes.get("/audit/{seq}", operation_id="getAuditEntry")
+def get_audit_entry(seq: Annotated[int, InPath(ge=1, le=10**15)], access: AdminAccess) -> AuditEntryOut:
     return access.audit_entry(seq)

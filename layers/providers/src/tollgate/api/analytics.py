@@ -11,24 +11,18 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
-
+from tollgate.admin.access import AdminAccess
 from tollgate.admin.schemas import ID_PATTERN
-from tollgate.api.admin_deps import AccessDep, require_admin
-from tollgate.api.admin_query import reject_unknown_query_parameters
-from tollgate.api.deps import ServicesDep
+from tollgate.api.routes import InQuery, RouteTable
+from tollgate.container import Services
 from tollgate.errors import InvalidRequestError
 from tollgate.reports import Filters
 from tollgate.schemas.analytics import AnalyticsPage, QuotaOut, ReconcileReport
 
-router = APIRouter(
-    prefix="/admin/v1/analytics",
-    tags=["analytics"],
-    dependencies=[Depends(require_admin), Depends(reject_unknown_query_parameters)],
-)
+analytics_routes = RouteTable("analytics", prefix="/admin/v1/analytics", admin=True)
 
-TenantId = Annotated[str | None, Query(pattern=ID_PATTERN)]
-Cursor = Annotated[str | None, Query(max_length=2048)]
+TenantId = Annotated[str | None, InQuery(pattern=ID_PATTERN)]
+Cursor = Annotated[str | None, InQuery(max_length=2048)]
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
 
@@ -58,21 +52,22 @@ def _day(value: str, param: str) -> date:
     return day
 
 
-@router.get("", operation_id="queryAnalytics")
+@analytics_routes.get("", operation_id="queryAnalytics")
 def query_analytics(
-    access: AccessDep,
-    services: ServicesDep,
+    access: AdminAccess,
+    services: Services,
     since: Annotated[
-        datetime | None, Query(description="Start (inclusive); default 30 days (day) or 24 hours (hour) ago")
+        datetime | None,
+        InQuery(description="Start (inclusive); default 30 days (day) or 24 hours (hour) ago"),
     ] = None,
-    until: Annotated[datetime | None, Query(description="End (exclusive); default now")] = None,
-    granularity: Literal["hour", "day"] = "day",
-    group_by: Literal["tenant", "key", "model", "provider"] = "tenant",
+    until: Annotated[datetime | None, InQuery(description="End (exclusive); default now")] = None,
+    granularity: Annotated[Literal["hour", "day"], InQuery()] = "day",
+    group_by: Annotated[Literal["tenant", "key", "model", "provider"], InQuery()] = "tenant",
     tenant_id: TenantId = None,
-    key_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-    model: Annotated[str | None, Query(max_length=256)] = None,
-    provider: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    key_id: Annotated[str | None, InQuery(pattern=ID_PATTERN)] = None,
+    model: Annotated[str | None, InQuery(max_length=256)] = None,
+    provider: Annotated[str | None, InQuery(max_length=64)] = None,
+    limit: Annotated[int, InQuery(ge=1, le=5000)] = 1000,
     cursor: Cursor = None,
 ) -> AnalyticsPage:
     """Requests, errors, tokens, cost, latency and TTFB percentiles per period and group, from rollups."""
@@ -91,8 +86,8 @@ def query_analytics(
     )
 
 
-@router.get("/quota", operation_id="getQuota")
-def get_quota(access: AccessDep, services: ServicesDep, tenant_id: TenantId = None) -> QuotaOut:
+@analytics_routes.get("/quota", operation_id="getQuota")
+def get_quota(access: AdminAccess, services: Services, tenant_id: TenantId = None) -> QuotaOut:
     """A tenant's balance, its burn rate over the last 7 days, and the days its credits last at it."""
     tenant = access.report_scope("analytics.quota", tenant_id=tenant_id)
     if tenant is None:
@@ -100,23 +95,23 @@ def get_quota(access: AccessDep, services: ServicesDep, tenant_id: TenantId = No
     return services.reports.quota(tenant, now_ms=time.time_ns() // 1_000_000)
 
 
-@router.get("/reconcile", operation_id="reconcileUsage")
+@analytics_routes.get("/reconcile", operation_id="reconcileUsage")
 def reconcile_usage(
-    access: AccessDep,
-    services: ServicesDep,
+    access: AdminAccess,
+    services: Services,
     since: Annotated[
         str | None,
-        Query(
+        InQuery(
             pattern=DAY_PATTERN,
             description="First UTC day, YYYY-MM-DD (inclusive); default 6 days before until",
         ),
     ] = None,
     until: Annotated[
         str | None,
-        Query(pattern=DAY_PATTERN, description="Last UTC day, YYYY-MM-DD (inclusive); default today"),
+        InQuery(pattern=DAY_PATTERN, description="Last UTC day, YYYY-MM-DD (inclusive); default today"),
     ] = None,
     tenant_id: TenantId = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Tenants per page")] = 100,
+    limit: Annotated[int, InQuery(ge=1, le=1000, description="Tenants per page")] = 100,
     cursor: Cursor = None,
 ) -> ReconcileReport:
     """Per tenant and day: usage records vs ledger charge entries vs rollups, and every difference."""

@@ -1,27 +1,32 @@
-"""The data-plane routes, served without a web framework's per-request machinery.
+"""The routes, served without a web framework.
 
 The endpoints are declared once, in ``tollgate.api.routes`` tables. ``DirectRoutes`` serves them: a
-request whose method and path are exactly those of a declared route is solved here, in FastAPI's
-order, and handed to the endpoint function:
+request whose method and path match a declared route (in declaration order, with Starlette's path
+syntax) is solved here, in FastAPI's order, and handed to the endpoint function:
 
 1. the body is read, and decoded as JSON when its content type is JSON (a decoding failure is
    FastAPI's ``json_invalid``);
-2. the caller is authenticated (``Caller``; under FastAPI a sub-dependency, which it solves first);
-3. header parameters are validated against their declared bounds, then the body against the
-   endpoint's pydantic model, with FastAPI's error locations, so ``tollgate.api.errors`` names the
-   first problem the same way;
-4. the endpoint's ``Response`` is sent.
+2. the caller is authenticated: the data-plane key (``Caller``; under FastAPI a sub-dependency, which
+   it solves first), or on an admin table the admin credential (every refusal audited), after which
+   a query parameter the route does not declare is refused;
+3. the path, query and header parameters are validated against their declared bounds, in that
+   order, then the body against the endpoint's pydantic model, with FastAPI's error locations, so
+   ``tollgate.api.errors`` names the first problem the same way;
+4. the endpoint is called (a plain function in the thread pool), and its ``Response`` sent, or its
+   value validated and serialised as its return annotation says, as FastAPI does.
 
+A known path asked with another method is a 405 whose ``Allow`` names every method of the path.
 Failures are raised as ``TollgateError`` for ``RequestContext`` to render. Every other request goes
-to the app behind: FastAPI in the all-in-one local app (which declares the same endpoints, and
-serves them itself while ``dependency_overrides`` are set), or ``NoRoute`` in the stream and gateway
-functions, which load no framework at all. FastAPI's own per-request work (five middleware layers,
-routing, the dependency solver, content negotiation through ``email.message``, a validator per
-parameter) took about a quarter of a chat request's CPU in the benchmark's profile, and importing it
-~40% of those functions' cold start (``bench/ANALYSIS.md``).
-``tests/functional/test_direct_routes.py`` sends the same matrix of good and bad requests through
-both paths and requires the same answers; which parameter kinds a route may take is checked when
-the app is built, so a route this module cannot solve fails at cold start, not on a request.
+to the app behind: FastAPI in the all-in-one local app (which declares the same endpoints for its
+OpenAPI document, and serves them itself while ``dependency_overrides`` are set), or ``NoRoute`` in
+the Lambda functions, which load no framework at all. FastAPI's own per-request work (five
+middleware layers, routing, the dependency solver, content negotiation through ``email.message``, a
+validator per parameter) took about a quarter of a chat request's CPU in the benchmark's profile,
+and importing it ~40% of a function's cold start (``bench/ANALYSIS.md``).
+``tests/functional/test_direct_routes.py`` and ``test_direct_admin_routes.py`` send matrices of
+good and bad requests through both paths and require the same answers; which parameter kinds a
+route may take is checked when the app is built, so a route this module cannot solve fails at cold
+start, not on a request.
 """
 
 from __future__ import annotations
@@ -29,128 +34,300 @@ from __future__ import annotations
 import email.message
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from starlette.datastructures import Headers
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate.api.caller import Caller, resolve_caller
 from tollgate.api.errors import HTTPStatusError, not_found, validation_error
-from tollgate.api.routes import InHeader, Route
+from tollgate.api.routes import Bounds, InHeader, InPath, InQuery, Route
 from tollgate.container import Services
 from tollgate.errors import InvalidRequestError
 
-Endpoint = Callable[..., Awaitable[Response]]
+#: Statuses whose answer has no body (so a route answering one must return its own ``Response``).
+_BODILESS = frozenset({204, 304})
 
 
 @dataclass(frozen=True, slots=True)
-class HeaderParam:
+class Param:
+    """A path, query or header parameter: the endpoint's argument, the name it is sent under, and
+    its validator (the annotation with its bounds); ``default`` when it is optional."""
+
     argument: str
-    name: str  # as sent, e.g. ``Idempotency-Key``
+    name: str
+    location: str  # "path", "query" or "header", as FastAPI locates its errors
     adapter: TypeAdapter[Any]
+    required: bool
+    default: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class DirectRoute:
-    """One endpoint and what it takes: the caller, a JSON body, header parameters."""
+    """One endpoint and what it takes: the caller or the admin, the services, its parameters, a
+    JSON body; and how its answer is sent."""
 
-    endpoint: Endpoint
+    route: Route
+    is_async: bool
     caller: str | None
+    access: str | None
+    services: str | None
+    params: tuple[Param, ...]  # path, then query, then header parameters: FastAPI's order
     body: tuple[str, TypeAdapter[Any]] | None
-    headers: tuple[HeaderParam, ...]
+    returns: TypeAdapter[Any] | None  # None: the endpoint returns its own ``Response``
+    declared_query: frozenset[str]
 
     @classmethod
     def of(cls, route: Route) -> DirectRoute:
-        """Reads the endpoint's signature; raises ``TypeError`` for a parameter kind it does not solve."""
-        if "{" in route.path:
-            raise TypeError(f"{route.path}: path parameters are not served directly")
+        """Reads the endpoint's signature; raises ``TypeError`` for anything it does not solve."""
         hints = get_type_hints(route.endpoint, include_extras=True)
-        caller: str | None = None
+        specials: list[tuple[str, type]] = [("caller", Caller), ("services", Services)]
+        if route.admin:
+            specials.append(("access", _admin_access_type()))
+        found: dict[str, str | None] = {"caller": None, "access": None, "services": None}
         body: tuple[str, TypeAdapter[Any]] | None = None
-        headers: list[HeaderParam] = []
+        params: list[Param] = []
         for name, parameter in inspect.signature(route.endpoint).parameters.items():
             hint: Any = hints.get(name)  # None: not annotated, refused below
-            header = header_of(hint)
-            if hint is Caller:
-                caller = name
+            marker = marker_of(hint)
+            special = next((kind for kind, cls in specials if hint is cls), None)
+            if special is not None and found[special] is None:
+                found[special] = name
+            elif marker is not None:
+                params.append(_param(route, name, parameter, hint, marker))
             elif inspect.isclass(hint) and issubclass(hint, BaseModel) and body is None:
                 body = (name, TypeAdapter(hint))
-            elif header is not None and parameter.default is None:  # optional headers only
-                bounds = Field(min_length=header.min_length, max_length=header.max_length)
-                bounded: Any = Annotated[get_args(hint)[0], bounds]
-                headers.append(HeaderParam(name, header.alias, TypeAdapter(bounded)))
             else:
                 raise TypeError(f"{route.path}: parameter {name!r} cannot be served directly")
-        return cls(route.endpoint, caller, body, tuple(headers))
+        order = {"path": 0, "query": 1, "header": 2}
+        params.sort(key=lambda param: order[param.location])  # stable: declaration order within each
+        in_path = {match[1] for match in _PATH_PARAM.finditer(route.path)}
+        missing = in_path - {param.name for param in params if param.location == "path"}
+        if missing:
+            raise TypeError(f"{route.path}: path parameter {sorted(missing)[0]!r} cannot be served directly")
+        returns = _returns(route, hints.get("return"))
+        return cls(
+            route,
+            inspect.iscoroutinefunction(route.endpoint),
+            found["caller"],
+            found["access"],
+            found["services"],
+            tuple(params),
+            body,
+            returns,
+            frozenset(param.name for param in params if param.location == "query"),
+        )
 
-    async def arguments(self, services: Services, scope: Scope, receive: Receive) -> dict[str, Any]:
-        """The endpoint's keyword arguments, or the ``TollgateError`` FastAPI's handlers would render."""
+    async def respond(
+        self, services: Services, scope: Scope, receive: Receive, path_values: Mapping[str, str]
+    ) -> Response:
+        """The endpoint's answer, or the ``TollgateError`` FastAPI's handlers would render."""
+        result = await self.call(await self.arguments(services, scope, receive, path_values))
+        if isinstance(result, Response):
+            return result
+        assert self.returns is not None
+        value = self.returns.validate_python(result, from_attributes=True)  # a bad answer is a 500
+        content = self.returns.dump_json(value, by_alias=True)
+        return Response(content, status_code=self.route.status_code, media_type="application/json")
+
+    async def call(self, arguments: dict[str, Any]) -> Any:
+        if self.is_async:
+            return await self.route.endpoint(**arguments)
+        return await run_in_threadpool(self.route.endpoint, **arguments)
+
+    async def arguments(
+        self, services: Services, scope: Scope, receive: Receive, path_values: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The endpoint's keyword arguments, solved in FastAPI's order: the body read (and a JSON
+        error raised), the credential, the undeclared query parameters (admin routes), then the
+        parameters and the body validated."""
         headers = Headers(scope=scope)
         payload = await _json_body(receive, headers) if self.body is not None else _EMPTY
         arguments: dict[str, Any] = {}
+        query = QueryParams(scope.get("query_string", b""))
+        if self.route.admin:
+            await self._admit(services, scope, headers, query, arguments)
         if self.caller is not None:
             arguments[self.caller] = await resolve_caller(services, scope, headers)
-        for param in self.headers:
-            value = headers.get(param.name)
+        if self.services is not None:
+            arguments[self.services] = services
+        sources: dict[str, Mapping[str, str]] = {"path": path_values, "query": query, "header": headers}
+        for param in self.params:
+            value = sources[param.location].get(param.name)
             if value is not None:
-                arguments[param.argument] = _validated(param.adapter, value, ("header", param.name))
+                arguments[param.argument] = _validated(param.adapter, value, (param.location, param.name))
+            elif param.required:
+                raise validation_error([_missing((param.location, param.name))])
+            else:
+                arguments[param.argument] = param.default
         if self.body is not None:
             argument, adapter = self.body
             if payload is _EMPTY:
-                raise validation_error([_MISSING_BODY])
+                raise validation_error([_missing(("body",))])
             arguments[argument] = _validated(adapter, payload, ("body",))
         return arguments
 
+    async def _admit(
+        self,
+        services: Services,
+        scope: Scope,
+        headers: Headers,
+        query: QueryParams,
+        arguments: dict[str, Any],
+    ) -> None:
+        from tollgate.api.admin_caller import admin_access, authenticate_admin, refuse_unknown_query
+
+        principal = await run_in_threadpool(authenticate_admin, services, scope, headers)
+        if query:
+            refuse_unknown_query(set(query.keys()), self.declared_query)
+        if self.access is not None:
+            arguments[self.access] = admin_access(services, scope, principal)
+
+
+def _admin_access_type() -> type:
+    from tollgate.admin.access import AdminAccess
+
+    return AdminAccess
+
+
+def marker_of(hint: Any) -> Bounds | None:
+    """The ``InPath``, ``InQuery`` or ``InHeader`` of an ``Annotated[...]`` parameter, else None."""
+    if get_origin(hint) is not Annotated:
+        return None
+    for meta in get_args(hint)[1:]:
+        if isinstance(meta, InPath | InQuery | InHeader):
+            return meta
+    return None
+
+
+def _param(route: Route, name: str, parameter: inspect.Parameter, hint: Any, marker: Bounds) -> Param:
+    bounded: Any = Annotated[get_args(hint)[0], Field(**marker.constraints())]
+    adapter = TypeAdapter(bounded)
+    required = parameter.default is inspect.Parameter.empty
+    if isinstance(marker, InPath):
+        if f"{{{name}}}" not in route.path and f"{{{name}:path}}" not in route.path:
+            raise TypeError(
+                f"{route.path}: path parameter {name!r} is not in the path, cannot be served directly"
+            )
+        return Param(name, name, "path", adapter, True)
+    if isinstance(marker, InHeader):
+        if required:  # FastAPI would answer a missing one with its own wording
+            raise TypeError(f"{route.path}: a required header {name!r} cannot be served directly")
+        return Param(name, marker.alias, "header", adapter, False, parameter.default)
+    return Param(name, name, "query", adapter, required, None if required else parameter.default)
+
+
+def _returns(route: Route, annotation: Any) -> TypeAdapter[Any] | None:
+    if inspect.isclass(annotation) and issubclass(annotation, Response):
+        return None
+    if annotation is None or route.status_code in _BODILESS:
+        raise TypeError(f"{route.path}: an answer without a Response class cannot be served directly")
+    return TypeAdapter(annotation)
+
 
 _EMPTY = object()  # no body at all (FastAPI's ``Undefined``); JSON ``null`` is a body, and not valid
-_MISSING_BODY = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+
+
+def _missing(location: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "missing", "loc": location, "msg": "Field required", "input": None}
+
+
+#: A path parameter: ``{name}`` (one segment) or ``{name:path}`` (the rest, slashes and all);
+#: Starlette's syntax, and its regular expressions.
+_PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::(path))?}")
+
+
+def _path_pattern(path: str) -> re.Pattern[str]:
+    pattern, position = "^", 0
+    for match in _PATH_PARAM.finditer(path):
+        pattern += re.escape(path[position : match.start()])
+        pattern += f"(?P<{match[1]}>{'.*' if match[2] else '[^/]+'})"
+        position = match.end()
+    return re.compile(pattern + re.escape(path[position:]) + "$")
+
+
+class RouteMap:
+    """Which declared route a method and path name, in declaration order as Starlette matches,
+    and which methods a path has (a ``GET`` route does not answer ``HEAD``, as under FastAPI)."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = list(routes)
+        self.exact: dict[tuple[str, str], int] = {}
+        self.templated: list[tuple[re.Pattern[str], str, int]] = []
+        for index, route in enumerate(self.routes):
+            if "{" not in route.path:
+                if self.find(route.method, route.path) is not None:
+                    raise TypeError(f"{route.method} {route.path}: shadowed by an earlier route")
+                self.exact[(route.method, route.path)] = index
+            else:
+                self.templated.append((_path_pattern(route.path), route.method, index))
+
+    def find(self, method: str, path: str) -> tuple[int, dict[str, str]] | None:
+        index = self.exact.get((method, path))
+        if index is not None:
+            return index, {}
+        for pattern, declared, index in self.templated:
+            if declared == method and (match := pattern.match(path)) is not None:
+                return index, match.groupdict()
+        return None
+
+    def methods(self, path: str) -> list[str]:
+        """The methods some route serves at ``path``, in declaration order; empty for none."""
+        methods: list[str] = []
+        for route in self.routes:
+            if route.method not in methods and (
+                route.path == path or ("{" in route.path and _path_pattern(route.path).match(path))
+            ):
+                methods.append(route.method)
+        return methods
 
 
 class DirectRoutes:
-    """Serves the given routes directly; everything else goes to ``app``."""
+    """Serves the given routes directly: a known path with another method is a 405 (with
+    ``Allow``); everything else goes to ``app``."""
 
     def __init__(self, app: ASGIApp, services: Services, routes: Iterable[Route]) -> None:
         self.app = app
         self.services = services
-        self.routes: dict[tuple[str, str], DirectRoute] = {
-            (route.method, route.path): DirectRoute.of(route) for route in routes
-        }
+        self.map = RouteMap(routes)
+        self.direct = [DirectRoute.of(route) for route in self.map.routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get((scope.get("method", ""), _route_path(scope)))
-        if route is None or scope["type"] != "http" or getattr(self.app, "dependency_overrides", None):
+        if scope["type"] != "http" or getattr(self.app, "dependency_overrides", None):
             await self.app(scope, receive, send)
             return
-        response = await route.endpoint(**await route.arguments(self.services, scope, receive))
+        path = _route_path(scope)
+        found = self.map.find(scope.get("method", ""), path)
+        if found is None:
+            methods = self.map.methods(path)
+            if methods:
+                raise HTTPStatusError("Method Not Allowed", status=405, headers={"Allow": ", ".join(methods)})
+            await self.app(scope, receive, send)
+            return
+        index, path_values = found
+        response = await self.direct[index].respond(self.services, scope, receive, path_values)
         await response(scope, receive, send)
 
 
 class NoRoute:
-    """What answers behind ``DirectRoutes`` when no framework does (the stream and gateway functions):
-    404 for an unknown path, 405 (with ``Allow``) for a known path's other methods, raised for
-    ``RequestContext`` to render as it renders every error; and the ASGI lifespan, which closes the
-    services' connections at shutdown."""
+    """What answers behind ``DirectRoutes`` when no framework does (every Lambda function): 404,
+    raised for ``RequestContext`` to render as it renders every error; and the ASGI lifespan, which
+    closes the services' connections at shutdown."""
 
-    def __init__(self, services: Services, routes: Iterable[Route]) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.allowed: dict[str, list[str]] = {}
-        for route in routes:
-            self.allowed.setdefault(route.path, []).append(route.method)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        methods = self.allowed.get(_route_path(scope))
-        if methods is None:
+        elif scope["type"] == "http":
             raise not_found(scope.get("method", ""), scope.get("path", ""))
-        raise HTTPStatusError("Method Not Allowed", status=405, headers={"Allow": ", ".join(methods)})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -171,16 +348,6 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
         return path[len(root) :]
     return path
-
-
-def header_of(hint: Any) -> InHeader | None:
-    """The ``InHeader`` of an ``Annotated[..., InHeader(...)]`` parameter, else None."""
-    if get_origin(hint) is not Annotated:
-        return None
-    for meta in get_args(hint)[1:]:
-        if isinstance(meta, InHeader):
-            return meta
-    return None
 
 
 def _validated(adapter: TypeAdapter[Any], value: Any, location: tuple[str, ...]) -> Any:

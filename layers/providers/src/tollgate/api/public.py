@@ -24,7 +24,7 @@ REPLAYED = {"Idempotent-Replayed": "true"}
 IdempotencyKey = Annotated[
     str | None,
     InHeader(
-        "Idempotency-Key",
+        alias="Idempotency-Key",
         min_length=1,
         max_length=255,
         description="Retries with the same key and body replay the first response (one call, one charge)",
