@@ -50,14 +50,21 @@ def plane(services) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
 
 
 def scrub(value: Any) -> Any:
-    """The answer without its top-level ids and timestamps (a streamed message nests them once)."""
+    """The answer without its top-level ids and timestamps (a streamed message nests them once),
+    nor its model cards' times (a run that crosses a second boundary stamps them apart)."""
     if not isinstance(value, dict):
         return value
-    return {
+    scrubbed = {
         key: scrub(item) if key == "message" else item
         for key, item in value.items()
         if key not in VOLATILE_FIELDS
     }
+    if value.get("object") == "list" and isinstance(value.get("data"), list):
+        scrubbed["data"] = [
+            {key: item for key, item in card.items() if key != "created"} if isinstance(card, dict) else card
+            for card in value["data"]
+        ]
+    return scrubbed
 
 
 def answer(response: Any) -> tuple[int, dict[str, str], Any]:
