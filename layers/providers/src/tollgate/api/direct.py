@@ -32,6 +32,7 @@ start, not on a request.
 from __future__ import annotations
 
 import email.message
+import functools
 import inspect
 import json
 import re
@@ -82,6 +83,10 @@ class DirectRoute:
     body: tuple[str, TypeAdapter[Any]] | None
     returns: TypeAdapter[Any] | None  # None: the endpoint returns its own ``Response``
     declared_query: frozenset[str]
+
+    @property
+    def reads_query(self) -> bool:
+        return self.route.admin or bool(self.declared_query)
 
     @classmethod
     def of(cls, route: Route) -> DirectRoute:
@@ -150,7 +155,8 @@ class DirectRoute:
         headers = Headers(scope=scope)
         payload = await _json_body(receive, headers) if self.body is not None else _EMPTY
         arguments: dict[str, Any] = {}
-        query = QueryParams(scope.get("query_string", b""))
+        # The query string is parsed only where it is read (not on the data plane's hot routes).
+        query = QueryParams(scope.get("query_string", b"")) if self.reads_query else _NO_QUERY
         if self.route.admin:
             await self._admit(services, scope, headers, query, arguments)
         if self.caller is not None:
@@ -206,9 +212,16 @@ def marker_of(hint: Any) -> Bounds | None:
     return None
 
 
+@functools.cache
+def _bounded(annotation: Any, bounds: Bounds) -> TypeAdapter[Any]:
+    """One validator per annotation and bounds: the admin routes share a handful (a page size, a
+    cursor, an id), and each costs pydantic a schema build at cold start."""
+    bounded: Any = Annotated[annotation, Field(**bounds.constraints())]
+    return TypeAdapter(bounded)
+
+
 def _param(route: Route, name: str, parameter: inspect.Parameter, hint: Any, marker: Bounds) -> Param:
-    bounded: Any = Annotated[get_args(hint)[0], Field(**marker.constraints())]
-    adapter = TypeAdapter(bounded)
+    adapter = _bounded(get_args(hint)[0], marker)
     required = parameter.default is inspect.Parameter.empty
     if isinstance(marker, InPath):
         if f"{{{name}}}" not in route.path and f"{{{name}:path}}" not in route.path:
@@ -231,6 +244,7 @@ def _returns(route: Route, annotation: Any) -> TypeAdapter[Any] | None:
     return TypeAdapter(annotation)
 
 
+_NO_QUERY = QueryParams(b"")
 _EMPTY = object()  # no body at all (FastAPI's ``Undefined``); JSON ``null`` is a body, and not valid
 
 
