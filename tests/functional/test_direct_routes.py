@@ -486,11 +486,13 @@ def test_the_lifespan_closes_the_services_at_shutdown(services, monkeypatch):  #
 
 
 @pytest.mark.parametrize(
-    ("folder", "module"), [("gateway", "handler"), ("stream", "main"), ("admin", "handler")]
+    ("folder", "module"),
+    [("gateway", "handler"), ("stream", "main"), ("admin", "handler"), ("rollup", "handler")],
 )
 def test_the_functions_load_no_web_framework(folder, module):  # type: ignore[no-untyped-def]
     """What the framework-free app is for: FastAPI (and what it brings: OpenTelemetry's API, its
-    OpenAPI models, the pydantic v1 shim) stays out of every function's cold start."""
+    OpenAPI models, the pydantic v1 shim) stays out of every function's cold start, and out of the
+    layer (``layers/providers/pyproject.toml``: FastAPI is the ``local`` extra)."""
     import subprocess
     import sys
     from pathlib import Path
