@@ -513,3 +513,40 @@ def test_the_functions_load_no_web_framework(folder, module):  # type: ignore[no
         check=True,
     ).stdout
     assert loaded.strip() == "['pydantic']"  # pydantic validates the bodies; the framework is gone
+
+
+def test_the_functions_answer_without_fastapi_installed(services, tenant_key, admin_headers, monkeypatch):  # type: ignore[no-untyped-def]
+    """The layer ships no FastAPI, so no request path may import it late (an error handler, say):
+    every function's app answers good and bad requests with FastAPI made unimportable."""
+    import sys
+
+    from tollgate.api.apps import admin_app, gateway_app, stream_app
+
+    for name in [name for name in sys.modules if name == "fastapi" or name.startswith("fastapi.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # ``import fastapi...`` now raises ImportError
+    with pytest.raises(ImportError):
+        import fastapi  # noqa: F401
+    stream = TestClient(stream_app(services), raise_server_exceptions=False)
+    gateway = TestClient(gateway_app(services), raise_server_exceptions=False)
+    admin = TestClient(admin_app(services), raise_server_exceptions=False)
+    answers = [
+        stream.post("/v1/chat/completions", json=CHAT, headers=auth(tenant_key)).status_code,
+        stream.post(
+            "/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth(tenant_key)
+        ).status_code,
+        stream.post("/v1/chat/completions", content=b"{", headers=auth(tenant_key, **JSON)).status_code,
+        stream.post("/v1/messages", json=MESSAGE, headers={"x-api-key": "tg-wrong"}).status_code,
+        gateway.get("/v1/models", headers=auth(tenant_key)).status_code,
+        gateway.post("/v1/embeddings", json={"model": "fake/embed"}, headers=auth(tenant_key)).status_code,
+        gateway.delete("/v1/models").status_code,
+        admin.get("/admin/v1/tenants", headers=admin_headers).status_code,
+        admin.get("/admin/v1/tenants", params={"limit": "0"}, headers=admin_headers).status_code,
+        admin.get("/admin/v1/tenants", params={"tenant": "x"}, headers=admin_headers).status_code,
+        admin.get("/admin/v1/tenants").status_code,
+        admin.post("/admin/v1/tenants", json={"id": "zed"}, headers=admin_headers).status_code,
+        admin.get("/admin/v1/tenants/nobody", headers=admin_headers).status_code,
+        admin.put("/admin/v1/tenants", headers=admin_headers).status_code,
+        admin.get("/admin/v1/analytics", params={"granularity": "week"}, headers=admin_headers).status_code,
+        admin.get("/healthz").status_code,
+    ]
+    assert answers == [200, 200, 400, 401, 200, 400, 405, 200, 400, 400, 401, 400, 404, 405, 400, 200]
