@@ -88,10 +88,14 @@ def test_a_process_that_cached_the_key_accepts_the_new_secret_at_once(
     import time
 
     old = issue_key(tenant_id=acme)
-    process = another_process(settings, Clock(time.time()))
+    clock = Clock(time.time())
+    process = another_process(settings, clock)
     assert accepts(process, old["key"])  # the old record is now cached there
 
     new = client.post(f"/admin/v1/keys/{old['id']}/rotate", json={}, headers=admin_headers).json()
+    # That process lives on past the rotation. (A clock left before it, in the second before the
+    # rotation's whole-second stamp, would still see the old secret in its zero-second grace.)
+    clock.now = time.time()
 
     assert accepts(process, new["key"])  # a mismatch re-reads the key (at most every few seconds)
     assert not accepts(process, old["key"])
