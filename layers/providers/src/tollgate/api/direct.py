@@ -274,13 +274,17 @@ class RouteMap:
         self.routes = list(routes)
         self.exact: dict[tuple[str, str], int] = {}
         self.templated: list[tuple[re.Pattern[str], str, int]] = []
+        self.patterns: list[re.Pattern[str] | None] = []  # per route; None for a path without parameters
         for index, route in enumerate(self.routes):
             if "{" not in route.path:
                 if self.find(route.method, route.path) is not None:
                     raise TypeError(f"{route.method} {route.path}: shadowed by an earlier route")
                 self.exact[(route.method, route.path)] = index
+                self.patterns.append(None)
             else:
-                self.templated.append((_path_pattern(route.path), route.method, index))
+                pattern = _path_pattern(route.path)
+                self.templated.append((pattern, route.method, index))
+                self.patterns.append(pattern)
 
     def find(self, method: str, path: str) -> tuple[int, dict[str, str]] | None:
         index = self.exact.get((method, path))
@@ -294,10 +298,9 @@ class RouteMap:
     def methods(self, path: str) -> list[str]:
         """The methods some route serves at ``path``, in declaration order; empty for none."""
         methods: list[str] = []
-        for route in self.routes:
-            if route.method not in methods and (
-                route.path == path or ("{" in route.path and _path_pattern(route.path).match(path))
-            ):
+        for route, pattern in zip(self.routes, self.patterns, strict=True):
+            matches = route.path == path if pattern is None else pattern.match(path) is not None
+            if matches and route.method not in methods:
                 methods.append(route.method)
         return methods
 
