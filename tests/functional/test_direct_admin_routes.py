@@ -257,33 +257,19 @@ def test_another_method_is_a_405_listing_every_method_of_the_path(  # type: igno
 def test_the_admin_function_serves_api_gateway_events_under_mangum(services, admin_headers):  # type: ignore[no-untyped-def]
     from mangum import Mangum
 
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 30_000
+    from tests.support.apigw import LambdaContext, rest_event
 
     def event(method: str, path: str, query: dict[str, str] | None, body: str | None) -> dict[str, Any]:
-        headers = {"host": "api.example.test", "authorization": admin_headers["Authorization"]}
-        if body is not None:
-            headers["content-type"] = "application/json"
-        return {
-            "resource": "/admin/{proxy+}",
-            "path": path,
-            "httpMethod": method,
-            "headers": headers,
-            "multiValueHeaders": {name: [value] for name, value in headers.items()},
-            "queryStringParameters": query,
-            "multiValueQueryStringParameters": {name: [value] for name, value in (query or {}).items()}
-            or None,
-            "requestContext": {"resourcePath": "/admin/{proxy+}", "httpMethod": method, "stage": "prod"},
-            "body": body,
-            "isBase64Encoded": False,
-        }
+        headers = {"authorization": admin_headers["Authorization"]}
+        return rest_event(method, path, headers=headers, query=query, body=body, resource="/admin/{proxy+}")
 
     handler = Mangum(admin_app(services), lifespan="off")
-    made = handler(event("POST", "/admin/v1/tenants", None, '{"id": "acme", "name": "Acme"}'), Context())  # type: ignore[arg-type]
-    listed = handler(event("GET", "/admin/v1/tenants", {"limit": "5"}, None), Context())  # type: ignore[arg-type]
-    refused = handler(event("GET", "/admin/v1/tenants", {"limit": "0"}, None), Context())  # type: ignore[arg-type]
-    missing = handler(event("GET", "/admin/v1/tenants/nobody", None, None), Context())  # type: ignore[arg-type]
+    made = handler(
+        event("POST", "/admin/v1/tenants", None, '{"id": "acme", "name": "Acme"}'), LambdaContext()
+    )  # type: ignore[arg-type]
+    listed = handler(event("GET", "/admin/v1/tenants", {"limit": "5"}, None), LambdaContext())  # type: ignore[arg-type]
+    refused = handler(event("GET", "/admin/v1/tenants", {"limit": "0"}, None), LambdaContext())  # type: ignore[arg-type]
+    missing = handler(event("GET", "/admin/v1/tenants/nobody", None, None), LambdaContext())  # type: ignore[arg-type]
 
     assert made["statusCode"] == 201
     assert listed["statusCode"] == 200 and '"acme"' in listed["body"]

@@ -336,33 +336,19 @@ def test_the_gateway_function_serves_the_direct_routes_under_mangum(services, te
     """The deployed path: an API Gateway event through Mangum into ``gateway_app``'s direct routes."""
     from mangum import Mangum
 
+    from tests.support.apigw import LambdaContext, rest_event
     from tollgate.api.apps import gateway_app
 
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 30_000
-
     def event(method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        headers = {"host": "api.example.test", "authorization": f"Bearer {tenant_key}"}
-        if body is not None:
-            headers["content-type"] = "application/json"
-        return {
-            "resource": "/{proxy+}",
-            "path": path,
-            "httpMethod": method,
-            "headers": headers,
-            "multiValueHeaders": {name: [value] for name, value in headers.items()},
-            "queryStringParameters": None,
-            "multiValueQueryStringParameters": None,
-            "requestContext": {"resourcePath": "/{proxy+}", "httpMethod": method, "stage": "prod"},
-            "body": None if body is None else json.dumps(body),
-            "isBase64Encoded": False,
-        }
+        payload = None if body is None else json.dumps(body)
+        return rest_event(method, path, headers={"authorization": f"Bearer {tenant_key}"}, body=payload)
 
     handler = Mangum(gateway_app(services), lifespan="off")
-    listed = handler(event("GET", "/v1/models", None), Context())  # type: ignore[arg-type]
-    embedded = handler(event("POST", "/v1/embeddings", {"model": "fake/embed", "input": "hi"}), Context())  # type: ignore[arg-type]
-    refused = handler(event("POST", "/v1/embeddings", {"model": "fake/embed"}), Context())  # type: ignore[arg-type]
+    listed = handler(event("GET", "/v1/models", None), LambdaContext())  # type: ignore[arg-type]
+    embedded = handler(
+        event("POST", "/v1/embeddings", {"model": "fake/embed", "input": "hi"}), LambdaContext()
+    )  # type: ignore[arg-type]
+    refused = handler(event("POST", "/v1/embeddings", {"model": "fake/embed"}), LambdaContext())  # type: ignore[arg-type]
 
     assert listed["statusCode"] == 200 and "fake/embed" in listed["body"]
     assert embedded["statusCode"] == 200 and json.loads(embedded["body"])["data"][0]["object"] == "embedding"
