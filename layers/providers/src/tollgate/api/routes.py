@@ -25,7 +25,7 @@ Nothing here imports FastAPI.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 #: What a route may pass on to FastAPI: documentation, and the status of a successful answer, which
@@ -57,14 +57,12 @@ class Bounds:
     le: int | None = None
 
     def constraints(self) -> dict[str, Any]:
-        bounds = {
-            "pattern": self.pattern,
-            "min_length": self.min_length,
-            "max_length": self.max_length,
-            "ge": self.ge,
-            "le": self.le,
+        """The bounds that are set, by ``Field``'s names (everything but the description)."""
+        return {
+            bound.name: value
+            for bound in fields(Bounds)
+            if bound.name != "description" and (value := getattr(self, bound.name)) is not None
         }
-        return {name: value for name, value in bounds.items() if value is not None}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
