@@ -20,8 +20,14 @@ What it keeps from DynamoDB, because Tollgate's correctness rests on it:
 * comparisons between different types are false; numbers are exact decimals.
 
 What it leaves out: capacity, throttling, item size limits, and (in ``sink_limit`` mode) the
-bodies of old write-only items. Parsed expressions are cached by their text: Tollgate uses a
-handful of distinct expressions, so steady-state cost is the evaluation alone.
+bodies of old write-only items.
+
+What it does to stay cheap, since its CPU stands for DynamoDB's servers and not for Tollgate's:
+parsed expressions are cached by their text, and the check of the names and values a call gives
+by the expressions and the names given (Tollgate uses a handful of distinct expressions, so
+steady-state cost is the evaluation alone); short integers are computed as ``int``, which gives
+exactly what exact decimals give (``tests/bench/test_fake_numbers.py``); and on the benchmark's hot
+path (``call_inline``) it keeps the values it is handed instead of copying them.
 
 ``FakeDynamoDB.calls`` counts calls per operation (and ``calls_by_table`` per table), which is how
 the benchmark reports DynamoDB round trips per request.
@@ -111,26 +117,70 @@ def _number(text: str) -> Decimal:
         raise _Invalid(f"A value provided cannot be converted into a number: {text!r}") from None
 
 
+#: Integers of up to this many characters are added, subtracted and compared as ``int``: their sums
+#: and differences have at most 19 digits, well inside the 38 that ``_DECIMAL`` keeps exactly, so
+#: both ways give the same answer, and ``int`` is several times cheaper. Others go through Decimal.
+_SHORT_INTEGER = 18
+
+
+def _short_integer(text: str) -> int | None:
+    """``text`` as an int when it is a short, plain ASCII integer (``-`` allowed), else None."""
+    if len(text) <= _SHORT_INTEGER and text.isascii():
+        digits = text[1:] if text[:1] == "-" else text
+        if digits.isdigit():
+            return int(text)
+    return None
+
+
+def _numeric(text: str) -> int | Decimal:
+    """A number's exact value, for comparisons (an int compares with a Decimal exactly)."""
+    value = _short_integer(text)
+    return value if value is not None else _number(text)
+
+
+def _arithmetic(left: str, right: str, sign: int) -> str:
+    """``left + right`` (``sign`` 1) or ``left - right`` (-1), as DynamoDB's number text."""
+    a, b = _short_integer(left), _short_integer(right)
+    if a is not None and b is not None:
+        return str(a + b if sign > 0 else a - b)
+    exact = (
+        _DECIMAL.add(_number(left), _number(right))
+        if sign > 0
+        else _DECIMAL.subtract(_number(left), _number(right))
+    )
+    return _format_number(exact)
+
+
 def _format_number(value: Decimal) -> str:
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")
 
 
+#: Attribute kinds whose value holds other values; the rest hold one immutable str, bool or bytes.
+_NESTED = frozenset({"M", "L", "SS", "NS", "BS"})
+
+
 def copy_value(value: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of one attribute value (much cheaper than ``copy.deepcopy``)."""
+    if _NESTED.isdisjoint(value):
+        return value.copy()  # a scalar: its inner value is immutable
     ((kind, inner),) = value.items()
     if kind == "M":
         return {"M": {name: copy_value(element) for name, element in inner.items()}}
     if kind == "L":
         return {"L": [copy_value(element) for element in inner]}
-    if kind in ("SS", "NS", "BS"):
-        return {kind: list(inner)}
-    return {kind: inner}
+    return {kind: list(inner)}
+
+
+def _same(value: dict[str, Any]) -> dict[str, Any]:
+    return value
 
 
 def copy_item(item: Item) -> Item:
-    return {name: copy_value(value) for name, value in item.items()}
+    return {
+        name: value.copy() if _NESTED.isdisjoint(value) else copy_value(value) for name, value in item.items()
+    }
 
 
 def _kind(value: dict[str, Any]) -> tuple[str, Any]:
@@ -146,7 +196,7 @@ def _equal(left: dict[str, Any] | None, right: dict[str, Any] | None) -> bool:
     if lk != rk:
         return False
     if lk == "N":
-        return _number(lv) == _number(rv)
+        return _numeric(lv) == _numeric(rv)
     if lk in ("SS", "BS"):
         return set(lv) == set(rv)
     if lk == "NS":
@@ -166,7 +216,7 @@ def _order(left: dict[str, Any] | None, right: dict[str, Any] | None) -> int | N
     rk, rv = _kind(right)
     if lk != rk or lk not in ("N", "S", "B"):
         return None
-    a, b = (_number(lv), _number(rv)) if lk == "N" else (lv, rv)
+    a, b = (_numeric(lv), _numeric(rv)) if lk == "N" else (lv, rv)
     return (a > b) - (a < b)
 
 
@@ -506,12 +556,7 @@ def _parse_set_value(tokens: _Tokens, refs: _Refs) -> Operand:
             (ak, av), (bk, bv) = _kind(a), _kind(b)
             if ak != "N" or bk != "N":
                 raise _Invalid("An operand in the update expression has an incorrect data type")
-            result = (
-                _DECIMAL.add(_number(av), _number(bv))
-                if sign > 0
-                else _DECIMAL.subtract(_number(av), _number(bv))
-            )
-            return {"N": _format_number(result)}
+            return {"N": _arithmetic(av, bv, sign)}
 
         return arithmetic
     return left
@@ -596,6 +641,9 @@ class _Parsed:
 
 _CACHE: dict[tuple[str, str], _Parsed] = {}
 _CACHE_LOCK = threading.Lock()
+#: Valid (operation, expressions, names given, values given) combinations: ``FakeDynamoDB._parse_all``.
+_VALID: dict[tuple[Any, ...], dict[str, _Parsed]] = {}
+_VALID_LIMIT = 4096
 
 
 def _parse(kind: str, text: str) -> _Parsed:
@@ -652,22 +700,12 @@ def _remove_path(item: Item, path: list[Any]) -> None:
 
 
 def _apply_update(
-    old: Item, actions: list[UpdateAction], env: Env, key_names: Iterable[str]
+    old: Item, actions: list[UpdateAction], env: Env, key_names: Iterable[str], *, owned: bool = False
 ) -> tuple[Item, set[str]]:
-    """The new item and the top-level names the update touched. Reads only ``old``."""
-    resolved = [(action, _resolve(path, env[0]), operand) for action, path, operand in actions]
-    seen: list[list[Any]] = []
-    for _, path, _ in resolved:
-        for other in seen:
-            shorter = min(len(path), len(other))
-            if path[:shorter] == other[:shorter]:
-                raise _Invalid(
-                    "Invalid UpdateExpression: Two document paths overlap with each other; "
-                    f"{path} and {other}"
-                )
-        seen.append(path)
-        if path[0] in key_names:
-            raise _Invalid(f"Cannot update attribute {path[0]}. This attribute is part of the key")
+    """The new item and the top-level names the update touched. Reads only ``old``. ``owned``: the
+    caller handed its values over (``FakeDynamoDB.call_inline``), so they are stored as they are."""
+    keep = _same if owned else copy_value
+    resolved = _resolved_actions(actions, env[0], tuple(key_names))
     values = [
         (action, path, operand(old, env) if operand is not None else None)
         for action, path, operand in resolved
@@ -685,7 +723,7 @@ def _apply_update(
         touched.add(path[0])
         if action == "SET":
             assert value is not None
-            _set_path(new, path, copy_value(value))
+            _set_path(new, path, keep(value))
         elif action == "REMOVE":
             _remove_path(new, path)
         elif action == "ADD":
@@ -693,10 +731,9 @@ def _apply_update(
             current = _get_path(old, path)
             kind, inner = _kind(value)
             if current is None:
-                _set_path(new, path, copy_value(value))
+                _set_path(new, path, keep(value))
             elif kind == "N" and _kind(current)[0] == "N":
-                total = _DECIMAL.add(_number(current["N"]), _number(inner))
-                _set_path(new, path, {"N": _format_number(total)})
+                _set_path(new, path, {"N": _arithmetic(current["N"], inner, 1)})
             elif kind in ("SS", "NS", "BS") and _kind(current)[0] == kind:
                 merged = list(dict.fromkeys([*current[kind], *inner]))
                 _set_path(new, path, {kind: merged})
@@ -715,6 +752,36 @@ def _apply_update(
                 else:
                     _remove_path(new, path)
     return new, touched
+
+
+def _resolved_actions(
+    actions: list[UpdateAction], names: dict[str, str], key_names: tuple[str, ...]
+) -> list[tuple[str, list[Any], Operand | None]]:
+    """The actions with their paths' ``#names`` resolved, once checked that no two paths overlap
+    and that no key attribute is changed."""
+    resolved = [(action, _resolve(path, names), operand) for action, path, operand in actions]
+    tops = [path[0] for _, path, _ in resolved]
+    if all(len(path) == 1 for _, path, _ in resolved) and len(set(tops)) == len(tops):
+        # The usual case, top-level attributes only, all different: nothing overlaps.
+        if key_names and not set(key_names).isdisjoint(tops):
+            raise _Invalid(
+                f"Cannot update attribute {next(t for t in tops if t in key_names)}. "
+                "This attribute is part of the key"
+            )
+        return resolved
+    seen: list[list[Any]] = []
+    for _, path, _ in resolved:
+        for other in seen:
+            shorter = min(len(path), len(other))
+            if path[:shorter] == other[:shorter]:
+                raise _Invalid(
+                    "Invalid UpdateExpression: Two document paths overlap with each other; "
+                    f"{path} and {other}"
+                )
+        seen.append(path)
+        if path[0] in key_names:
+            raise _Invalid(f"Cannot update attribute {path[0]}. This attribute is part of the key")
+    return resolved
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -742,16 +809,17 @@ class _Table:
         return (self.partition_key, self.sort_key) if self.sort_key else (self.partition_key,)
 
     def key_of(self, key: Item, operation: str) -> tuple[str, str]:
-        names = self.key_names()
-        if set(key) != set(names):
+        """A ``Key`` argument's (partition, sort) values; it must name the key attributes only."""
+        if len(key) != (2 if self.sort_key else 1):
             raise ValidationException(operation, "The provided key element does not match the schema")
-        parts = []
-        for name in names:
-            kind, value = _kind(key[name])
-            if kind not in ("S", "N", "B"):
-                raise ValidationException(operation, "The provided key element does not match the schema")
-            parts.append(value)
-        return parts[0], parts[1] if len(parts) > 1 else ""
+        return self.key_in(key, operation)
+
+    def key_in(self, item: Item, operation: str) -> tuple[str, str]:
+        """The (partition, sort) values of an item's key attributes (other attributes ignored)."""
+        partition = _key_part(item.get(self.partition_key), operation)
+        if self.sort_key is None:
+            return partition, ""
+        return partition, _key_part(item.get(self.sort_key), operation)
 
     def get(self, key: tuple[str, str]) -> Item | None:
         partition = self.partitions.get(key[0])
@@ -773,6 +841,15 @@ class _Table:
 
     def count(self) -> int:
         return sum(len(partition) for partition in self.partitions.values())
+
+
+def _key_part(value: dict[str, Any] | None, operation: str) -> str:
+    if value is not None and len(value) == 1:
+        for kind in ("S", "N", "B"):
+            inner = value.get(kind)
+            if inner is not None:
+                return inner  # type: ignore[no-any-return]
+    raise ValidationException(operation, "The provided key element does not match the schema")
 
 
 def _sort_value(value: dict[str, Any] | None) -> tuple[int, Any]:
@@ -874,12 +951,22 @@ class FakeDynamoDB:
             raise ResourceNotFoundException(operation, "Requested resource not found")
         return table
 
+    def _copy_input(self, item: Item) -> Item:
+        """An item from the caller's arguments, to store: a copy, unless the caller handed it over."""
+        return item if getattr(self._inline, "active", False) else copy_item(item)
+
     def _pause(self) -> None:
         if self.latency and not getattr(self._inline, "active", False):
             time.sleep(self.latency)
 
     def call_inline(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """``method`` on this thread without the modelled round trip (the caller awaits it)."""
+        """``method`` on this thread without the modelled round trip (the caller awaits it).
+
+        The caller hands ``params`` over: what the call stores keeps the caller's attribute values
+        instead of copies of them (a real call would have serialised them, at no cost to the
+        caller's CPU), so the caller must not change ``params`` afterwards. Tollgate's ledger builds
+        each call's parameters anew and drops them. Answers are still copies.
+        """
         self._inline.active = True
         try:
             result: dict[str, Any] = getattr(self, method)(**params)
@@ -925,6 +1012,25 @@ class FakeDynamoDB:
     def _parse_all(
         self, operation: str, arguments: dict[str, Any], kinds: dict[str, str]
     ) -> dict[str, _Parsed]:
+        """The call's expressions, parsed, once checked that every ``#name`` and ``:value`` given
+        is used and every one used is given. The outcome depends only on the expressions' texts and
+        on which names and values are given, so a valid combination is remembered."""
+        names = arguments.get("ExpressionAttributeNames") or {}
+        values = arguments.get("ExpressionAttributeValues") or {}
+        texts = tuple(arguments.get(argument) for argument in kinds)
+        cache_key = (operation, tuple(kinds.items()), texts, tuple(names), tuple(values))
+        cached = _VALID.get(cache_key)
+        if cached is not None:
+            return cached
+        parsed = self._parse_checked(operation, arguments, kinds)
+        if len(_VALID) >= _VALID_LIMIT:
+            _VALID.clear()
+        _VALID[cache_key] = parsed
+        return parsed
+
+    def _parse_checked(
+        self, operation: str, arguments: dict[str, Any], kinds: dict[str, str]
+    ) -> dict[str, _Parsed]:
         parsed: dict[str, _Parsed] = {}
         for argument, kind in kinds.items():
             text = arguments.get(argument)
@@ -962,7 +1068,7 @@ class FakeDynamoDB:
     ) -> tuple[_Table, tuple[str, str], Item | None, Item | None]:
         table = self._table(arguments["TableName"], operation)
         item = arguments["Item"]
-        key = table.key_of({name: item[name] for name in table.key_names() if name in item}, operation)
+        key = table.key_in(item, operation)
         for index in table.indexes.values():
             for name in (index.partition_key, index.sort_key):
                 if name and name in item and _kind(item[name])[0] not in ("S", "N", "B"):
@@ -973,7 +1079,7 @@ class FakeDynamoDB:
         parsed = self._parse_all(operation, arguments, {"ConditionExpression": "condition"})
         old = table.get(key)
         self._check_condition(operation, arguments, parsed, old)
-        return table, key, old, copy_item(item)
+        return table, key, old, self._copy_input(item)
 
     def _plan_update(
         self, operation: str, arguments: dict[str, Any]
@@ -986,13 +1092,19 @@ class FakeDynamoDB:
         )
         old = table.get(key)
         self._check_condition(operation, arguments, parsed, old)
-        base = old if old is not None else copy_item(key_item)
+        base = old if old is not None else self._copy_input(key_item)
         update = parsed.get("UpdateExpression")
         if update is None:
             return table, key, old, copy_item(base), set()
         try:
             assert update.update is not None
-            new, touched = _apply_update(base, update.update, self._env(arguments), table.key_names())
+            new, touched = _apply_update(
+                base,
+                update.update,
+                self._env(arguments),
+                table.key_names(),
+                owned=getattr(self._inline, "active", False),
+            )
         except _Invalid as error:
             raise ValidationException(operation, f"Invalid UpdateExpression: {error}") from None
         return table, key, old, new, touched
@@ -1094,9 +1206,7 @@ class FakeDynamoDB:
                 ((kind, body),) = operation.items()
                 table = self._table(body["TableName"], "TransactWriteItems")
                 key_item = body["Item"] if kind == "Put" else body["Key"]
-                key = table.key_of(
-                    {n: key_item[n] for n in table.key_names() if n in key_item}, "TransactWriteItems"
-                )
+                key = table.key_in(key_item, "TransactWriteItems")
                 if (table.name, *key) in seen:
                     raise ValidationException(
                         "TransactWriteItems",

@@ -201,6 +201,32 @@ def test_every_call_tollgate_makes_is_answered_as_moto_answers_it(monkeypatch: p
             assert [dict(item) for item in fake.dump(name)] == scan(moto, name), name
 
 
+def test_arguments_handed_over_change_no_answer_and_no_item() -> None:
+    """``call_inline`` (the benchmark's hot path) stores the caller's values instead of copies: for
+    every call of the scenario, in order, it answers and leaves the tables as the copying call does."""
+    fake = FakeDynamoDB()
+    tollgate_tables(fake, table_names())
+    recorder = Recorder(fake)
+    run_scenario(services_on(recorder))
+    copying, handed = FakeDynamoDB(), FakeDynamoDB()
+    for client in (copying, handed):
+        tollgate_tables(client, table_names())
+
+    def outcome(call: Any, *arguments: Any, **keywords: Any) -> tuple[str, dict[str, Any]]:
+        try:
+            return "ok", call(*arguments, **keywords)
+        except ClientError as error:
+            return error.response["Error"]["Code"], error.response
+
+    for index, (operation, arguments, _, _) in enumerate(recorder.calls):
+        by_copy = outcome(getattr(copying, operation), **copy.deepcopy(arguments))
+        by_hand = outcome(handed.call_inline, operation, copy.deepcopy(arguments))
+        assert by_copy == by_hand, f"call {index}: {operation}"
+    for name in table_names().values():
+        assert copying.dump(name) == handed.dump(name), name
+    assert copying.dump(os.environ["TOLLGATE_USAGE_TABLE"]), "the scenario wrote usage records"
+
+
 def test_conditional_holds_never_overdraw_under_concurrency() -> None:
     from tests.support.records import credit_hold
     from tollgate.store.ledger import AccountRef, DynamoLedger
