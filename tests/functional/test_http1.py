@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -496,6 +497,29 @@ def test_no_more_than_limit_connections_are_open_at_once(serve) -> None:  # type
 
     run(scenario)
     assert len(server.requests) == 6 and server.most_open == 2
+
+
+def test_waiting_for_a_free_connection_gives_up_at_the_connect_timeout(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(server, reader, writer, number):  # type: ignore[no-untyped-def]
+        while await server.read_request(reader) is not None:
+            await asyncio.sleep(1.0)  # holds the only connection
+            writer.write(answer())
+
+    server = serve(handler)
+
+    async def scenario() -> float:
+        async with opened(server, limit=1, connect_timeout=0.2) as origin:
+            holder = asyncio.ensure_future(origin.post("/", {}, b"first"))
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await origin.post("/", {}, b"second")
+            waited = time.monotonic() - started
+            assert (await holder).status == 200  # the first exchange was not disturbed
+            return waited
+
+    assert 0.15 < run(scenario) < 0.9
+    assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,9 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar, cast, overload
+from typing import Any, Final, Protocol, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 _HEAD_LIMIT: Final = 64 * 1024
@@ -222,7 +222,7 @@ class Body:
             self._waiter.set_result(None)
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
+def _expire(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
@@ -320,8 +320,11 @@ class Origin:
         reading = self._read_timeout if read_timeout is None else read_timeout
         connecting = self._connect_timeout if connect_timeout is None else connect_timeout
         for attempt in (1, 2):
-            async with asyncio.timeout(connecting):
-                await self._slots.acquire()
+            if self._slots.locked():
+                async with asyncio.timeout(connecting):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()  # a free slot: taken at once, nothing to time
             slot = _Slot(self._slots)
             try:
                 connection = self._take_idle() if attempt == 1 else None
@@ -421,12 +424,18 @@ class Origin:
     async def _exchange(
         self, connection: _Connection, request: bytes, read_timeout: float, slot: _Slot
     ) -> StreamedResponse:
+        timer = None
         try:
-            async with asyncio.timeout(read_timeout):
-                status, headers, body = await connection.begin(request, read_timeout, slot)
+            head = connection.begin(request, read_timeout, slot)
+            # A plain timer on the head's future, as ``Body`` does per read: cheaper than a scope.
+            timer = asyncio.get_running_loop().call_later(read_timeout, _expire, head)
+            status, headers, body = await head
         except BaseException:
             connection.close()  # mid-exchange: its state is unknown
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         return StreamedResponse(status, headers, body)
 
     def _done(self, connection: _Connection, keep_alive: bool) -> None:
@@ -485,7 +494,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass asyncio's
 
-    def begin(self, request: bytes, read_timeout: float, slot: _Slot) -> Awaitable[tuple[int, Headers, Body]]:
+    def begin(
+        self, request: bytes, read_timeout: float, slot: _Slot
+    ) -> asyncio.Future[tuple[int, Headers, Body]]:
         """Sends ``request``: its answer's status, headers and body, once the head has arrived.
         The exchange holds ``slot`` until it ends."""
         assert self._transport is not None, "not connected"
