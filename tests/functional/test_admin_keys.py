@@ -346,7 +346,8 @@ def test_a_key_update_is_audited_without_secrets(client, admin_headers, issue_ke
     [entry] = client.get("/admin/v1/audit?action=key.update", headers=admin_headers).json()["data"]
     assert (entry["target"], entry["tenant_id"], entry["outcome"]) == (f"key:{key['id']}", acme, "ok")
     assert entry["diff"] == {"name": ["before", "after"]}
-    assert key["key"] not in json.dumps(entry) and key["key"].split("-")[2] not in json.dumps(entry)
+    secret = key["key"].split("-", 2)[2]  # the secret itself may hold a "-"
+    assert key["key"] not in json.dumps(entry) and secret not in json.dumps(entry)
 
 
 @pytest.mark.parametrize(
