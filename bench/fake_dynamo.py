@@ -178,9 +178,7 @@ def _same(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def copy_item(item: Item) -> Item:
-    return {
-        name: value.copy() if _NESTED.isdisjoint(value) else copy_value(value) for name, value in item.items()
-    }
+    return {name: copy_value(value) for name, value in item.items()}
 
 
 def _kind(value: dict[str, Any]) -> tuple[str, Any]:
