@@ -516,6 +516,7 @@ def _other_tables(results: dict[str, Any]) -> list[str]:
                 "boto3 (its network I/O included).",
                 "",
             ]
+    lines += _ledger_share_table(results)
     startup = results.get("startup") or {}
     if startup:
         peaks = results.get("rss_peaks_kib") or {}
@@ -561,6 +562,46 @@ def _other_tables(results: dict[str, Any]) -> list[str]:
                 f"| {name} | first request after start-up | {calls} | {cold.get('secretsmanager')} |"
             )
         lines.append("")
+    return lines
+
+
+def _ledger_share_table(results: dict[str, Any]) -> list[str]:
+    share = results.get("ledger_share") or {}
+    if not share:
+        return []
+    per_target, added, loop = share.get("per_target", {}), share.get("added", {}), share.get("loop", {})
+    lines = [
+        "## What the ledger and metering cost a request (an ablation)",
+        "",
+        "Tollgate's server beside the same server with `Meter.admit` and `Meter.settle` doing nothing "
+        "(`bench.serve --without-metering`: no price lookup, hold, settlement, usage record or metrics line; "
+        "it would give tokens away, so it exists only in the benchmark), non-streamed at c=1 in "
+        f"{share.get('rounds')} interleaved rounds of {share.get('per_round')} with the direct path, as in the c=1 table.",
+        "",
+        "| Target | added p50 | added p99 | server CPU per request |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in ("tollgate", "unmetered", "passthrough"):
+        if name not in per_target:
+            continue
+        label = {"tollgate": "Tollgate", "unmetered": "Tollgate without ledger and metering"}.get(
+            name, _label(name, results)
+        )
+        lines.append(
+            f"| {label} | {_f(_get(added, name, 'p50'), 2, ' ms')} | {_f(_get(added, name, 'p99'), 2, ' ms')} "
+            f"| {_f(per_target[name].get('server_cpu_us_per_request'), 0, ' µs')} |"
+        )
+    lines.append("")
+    if loop:
+        lines += [
+            "The metering path alone (`bench/metering_cost.py`: admission with its price lookup and hold, quote, settlement "
+            f"with its usage record and metrics line; best of {loop.get('passes')} passes of {loop.get('requests')} "
+            f"requests, core 0): **{_f(loop.get('fake_us'), 0, ' µs')}** per request on the in-memory fake, of which "
+            f"Tollgate's own code **{_f(loop.get('instant_us'), 0, ' µs')}** (the same calls answered at once) and the "
+            f"fake {_f(loop.get('fake_share_us'), 0, ' µs')}. In the server the same work costs more (the difference "
+            "between the two servers above), as code interleaved with the rest of a request runs from colder caches.",
+            "",
+        ]
     return lines
 
 

@@ -352,6 +352,7 @@ class Bench:
                 sampler.phase = "c1"
                 self.step("c1", self.c1_latency)
                 self.step("dynamodb", self.dynamodb_round_trips)
+                self.step("ledger_share", self.ledger_share)
                 sampler.phase = "stream"
                 self.step("stream_c1", self.stream_c1)
                 self.step("stream_c50", self.stream_c50)
@@ -587,14 +588,17 @@ class Bench:
                 startup[name]["idle_aws_clients"] = state["idle_aws_clients"]
         # Warm every path (connections, caches, lazy imports) before anything is measured.
         for target in self.targets.values():
-            client = SyncClient(target.port)
-            for public in ("bench-l0", "bench-s1"):
-                data = target.request(public, stream=public == "bench-s1")
-                for _ in range(self.plan.warm if public == "bench-l0" else max(3, self.plan.warm // 20)):
-                    result = client.send(data)
-                    if result.error or result.status != 200:
-                        raise RuntimeError(f"warm-up of {target.name} failed: {result.status} {result.error}")
-            client.close()
+            self.warm(target)
+
+    def warm(self, target: Target) -> None:
+        client = SyncClient(target.port)
+        for public in ("bench-l0", "bench-s1"):
+            data = target.request(public, stream=public == "bench-s1")
+            for _ in range(self.plan.warm if public == "bench-l0" else max(3, self.plan.warm // 20)):
+                result = client.send(data)
+                if result.error or result.status != 200:
+                    raise RuntimeError(f"warm-up of {target.name} failed: {result.status} {result.error}")
+        client.close()
 
     def litellm_config(self, upstream: str) -> Path:
         lines = ["model_list:"]
@@ -624,15 +628,18 @@ class Bench:
 
     def c1_latency(self) -> dict[str, Any]:
         """Non-streamed, c=1, interleaved rounds: every round runs each target in a new random order."""
-        samples: dict[str, list[float]] = {name: [] for name in self.targets}
+        return self.interleaved_c1(self.targets)
+
+    def interleaved_c1(self, targets: dict[str, Target]) -> dict[str, Any]:
+        samples: dict[str, list[float]] = {name: [] for name in targets}
         rounds: list[dict[str, float]] = []
-        errors: dict[str, int] = {name: 0 for name in self.targets}
-        clients = {name: SyncClient(t.port) for name, t in self.targets.items()}
-        requests = {name: t.request("bench-l0") for name, t in self.targets.items()}
-        order = list(self.targets)
-        cpu = {name: 0.0 for name in self.targets}
-        switches = {name: 0 for name in self.targets}
-        foreign = {name: 0.0 for name in self.targets}
+        errors: dict[str, int] = {name: 0 for name in targets}
+        clients = {name: SyncClient(t.port) for name, t in targets.items()}
+        requests = {name: t.request("bench-l0") for name, t in targets.items()}
+        order = list(targets)
+        cpu = {name: 0.0 for name in targets}
+        switches = {name: 0 for name in targets}
+        foreign = {name: 0.0 for name in targets}
         for _ in range(self.plan.c1_rounds):
             random.shuffle(order)
             this_round: dict[str, float] = {}
@@ -640,7 +647,7 @@ class Bench:
                 client, data = clients[name], requests[name]
                 latencies = []
                 meter = loadgen.CpuWindow.measure(
-                    self.targets[name].pid, topology.SERVER_CORE, topology.CLIENT_CORE
+                    targets[name].pid, topology.SERVER_CORE, topology.CLIENT_CORE
                 )
                 for _ in range(self.plan.c1_per_round):
                     result = client.send(data)
@@ -685,6 +692,47 @@ class Bench:
             "rounds": len(rounds),
             "per_round": self.plan.c1_per_round,
         }
+
+    def ledger_share(self) -> dict[str, Any]:
+        """What the ledger and metering cost a request: Tollgate beside the same server without them
+        (``bench.serve --without-metering``: no hold, settlement, usage record or metrics line), in
+        interleaved c=1 rounds of their own with the direct path (and the pass-through, for
+        reference); then the metering path alone in a tight loop, Tollgate's code apart from the
+        fake's (``bench/metering_cost.py``)."""
+        tollgate = self.targets["tollgate"]
+        port = free_port()
+        command = [sys.executable, "-m", "bench.serve", "--port", str(port)]
+        command += ["--upstream", f"http://127.0.0.1:{self.targets['direct'].port}/v1"]
+        command += ["--ready-file", str(self.out / "unmetered.json"), "--without-metering"]
+        if self.ddb_latency_ms:
+            command += ["--ddb-latency-ms", str(self.ddb_latency_ms)]
+        server = start(
+            "unmetered", command, core=topology.SERVER_CORE, out=self.out, port=port, quiet_stdout=True
+        )
+        try:
+            wait_ready(server, "/healthz", timeout=180)
+            unmetered = Target(
+                "unmetered", "Tollgate without ledger and metering", port, topology.BENCH_KEY, server
+            )
+            self.warm(unmetered)
+            compared = {"direct": self.targets["direct"], "tollgate": tollgate, "unmetered": unmetered}
+            if "passthrough" in self.targets:
+                compared["passthrough"] = self.targets["passthrough"]
+            results = self.interleaved_c1(compared)
+        finally:
+            server.stop()
+        command = ["taskset", "-c", str(topology.SERVER_CORE), sys.executable, "-m", "bench.metering_cost"]
+        command += [
+            "--requests",
+            str(max(20, self.plan.mangum_invokes)),
+            "--passes",
+            "1" if self.plan.smoke else "5",
+        ]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"metering cost failed:\n{done.stderr[-3000:]}")
+        results["loop"] = json.loads(done.stdout.strip().splitlines()[-1])
+        return results
 
     def dynamodb_round_trips(self) -> dict[str, Any]:
         """DynamoDB (and Secrets Manager) calls per request, counted on the fakes, in steady state."""

@@ -141,6 +141,24 @@ def configure(services: Any, upstream: str) -> None:
     )
 
 
+def strip_metering() -> None:
+    """The ablation that ``bench.run``'s ``ledger_share`` step serves beside the real thing: the same
+    app with ``Meter.admit`` and ``Meter.settle`` doing nothing, so no price is read, nothing is held
+    or settled, no usage record is written and no metrics line printed. The difference between the
+    two servers is what the ledger and metering cost a request. A gateway like this gives its
+    providers' tokens away, which is why it exists only here."""
+    from tollgate.metering import Meter
+
+    async def admit(self: Meter, demand: object, idempotency: object = None) -> None:
+        return None
+
+    async def settle(self: Meter, **_: object) -> None:
+        return None
+
+    Meter.admit = admit  # type: ignore[assignment,method-assign]
+    Meter.settle = settle  # type: ignore[assignment,method-assign]
+
+
 def stats(services: Any) -> dict[str, Any]:
     fakes = services.bench_fakes
     return {
@@ -170,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats-file", type=Path, default=None)
     parser.add_argument("--ddb-latency-ms", type=float, default=0.0, help="a sleep per DynamoDB call")
     parser.add_argument("--no-aws-clients", action="store_true", help="do not hold idle botocore clients")
+    parser.add_argument(
+        "--without-metering",
+        action="store_true",
+        help="the ablation of bench.run's ledger_share step: no hold, settlement or metrics (never ships)",
+    )
     options = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -187,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
 
             idle_clients = [aws_client("dynamodb"), aws_client("secretsmanager")]
         app = local_app(services)
+        if options.without_metering:
+            strip_metering()
     stats_file = options.stats_file or options.ready_file.with_name(options.ready_file.stem + "-stats.json")
 
     def dump(signum: int, frame: Any) -> None:

@@ -43,6 +43,10 @@ def test_the_harness_runs_every_step_and_produces_numbers(tmp_path: Path) -> Non
         assert trials and number(trials[0]["p99_ms"])
     ddb = results["dynamodb"]["tollgate"]["non_stream"]["dynamodb_per_request"]
     assert ddb and all(number(value) for value in ddb.values())
+    share = results["ledger_share"]
+    assert number(share["added"]["unmetered"]["p50"]) and number(share["added"]["tollgate"]["p50"])
+    assert number(share["per_target"]["unmetered"]["server_cpu_us_per_request"])
+    assert number(share["loop"]["fake_us"]) and number(share["loop"]["instant_us"])
     assert set(results["cold_import"]["tollgate"]) == {"gateway", "admin", "rollup", "stream"}
     assert number(results["cold_import"]["floor"]["import_ms"]["floor_handler"])
     for entry in results["cold_import"]["tollgate"].values():
